@@ -1,0 +1,95 @@
+"""Command line: ``study run``, ``study show``, ``study corpus-stats``.
+
+    study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
+    study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
+    study corpus-stats --config configs/default.yaml
+
+Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing) ends
+with one clear line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+from .config import load_config, run_id
+from .sections import SectionError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="run config YAML (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, dotted for nested keys (corpus.layout=late); repeatable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="distil one student and write its record")
+    _common(p_run)
+    p_run.add_argument("--out", required=True, help="folder for the record (<run_id>.json)")
+    p_run.add_argument("--no-progress", action="store_true")
+    p_show = sub.add_parser("show", help="print a training sequence with sections and supervision marked")
+    _common(p_show)
+    p_show.add_argument("--index", type=int, default=0)
+    p_show.add_argument("--color", action="store_true")
+    p_stats = sub.add_parser("corpus-stats", help="tokens per section and first-answer position")
+    _common(p_stats)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        cfg = load_config(args.config, args.set)
+        if args.command == "run":
+            from .records import record_path
+            from .run import run
+
+            rec = run(cfg, args.out, progress=not args.no_progress)
+            q = next(iter(rec["quality"].values()))
+            print(f"{rec['run_id']}: accuracy {q['accuracy']:.3f} (first \\boxed: {q['accuracy_first_boxed']:.3f}), "
+                  f"{rec['compute']['train_seconds']:.1f} s training -> {record_path(args.out, rec['run_id'])}")
+        elif args.command == "show":
+            _show(cfg, args.index, args.color)
+        else:
+            _stats(cfg)
+    except (ValueError, SectionError, FileNotFoundError, yaml.YAMLError) as e:
+        print(f"study {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _show(cfg, index: int, color: bool) -> None:
+    from .data.pipeline import encode
+    from .data.synthetic import make_splits
+    from .models import get_tokenizer
+    from .sections import render, supervision_mask, truncate
+
+    tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    train = make_splits(cfg.corpus)["train"]
+    if not 0 <= index < len(train):
+        raise ValueError(f"--index {index} is outside the training split (0..{len(train) - 1})")
+    enc = encode([train[index]], tokenizer)[0]
+    ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
+    mask = supervision_mask(secs, cfg.condition)
+    mask[0] = False
+    print(f"run {run_id(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
+          f"cut_after_think={cfg.cut_after_think} ({len(ids)}/{len(enc.ids)} tokens kept)")
+    print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))
+
+
+def _stats(cfg) -> None:
+    from .data.pipeline import corpus_stats
+    from .data.synthetic import make_splits
+    from .models import get_tokenizer
+
+    tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    table = corpus_stats(make_splits(cfg.corpus)["train"], tokenizer)
+    print(table.describe().T[["mean", "std", "min", "max"]].to_string(float_format=lambda x: f"{x:.3f}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""From examples to training batches: tokenise, locate P/CoT/A, truncate, mask, pad.
+
+    encoded = encode(splits["train"], tokenizer)             # ids + section of every token
+    items, empty = prepare(encoded, cfg)                      # truncation + supervision mask
+    batch = collate(items[:16], tokenizer.pad_token_id)       # padded tensors, labels -100
+
+Truncation happens here, before the forward pass: dropped tokens are never computed, which
+is where the paper's time, memory and FLOPs savings come from.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..sections import (
+    Section,
+    locate_sections,
+    random_mask,
+    supervised_by_section,
+    supervision_mask,
+    truncate,
+)
+from .tokenizer import render_sequence, think_ids
+
+
+@dataclass(frozen=True)
+class Encoded:
+    id: str
+    ids: list[int]
+    sections: list[Section]
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    id: str
+    ids: list[int]
+    labels: list[int]  # -100 where not supervised
+    supervised: dict[str, int]  # supervised target tokens per section
+    full_length: int  # tokens before truncation
+
+
+def encode(examples, tokenizer) -> list[Encoded]:
+    """Render each example through the chat template and label every token's section."""
+    think, end_think = think_ids(tokenizer)
+    out = []
+    for ex in examples:
+        ids = tokenizer.encode(render_sequence(tokenizer, ex.question, ex.completion), add_special_tokens=False)
+        out.append(Encoded(ex.id, ids, locate_sections(ids, think, end_think, example=ex.id)))
+    return out
+
+
+def prepare(encoded: list[Encoded], cfg) -> tuple[list[TrainItem], list[str]]:
+    """Apply the run's truncation and supervision to every sequence.
+
+    Returns the items with at least one supervised token and the ids of those left empty
+    (the caller counts and names them; a run with nothing supervised must fail)."""
+    rng = random.Random(f"random-mask-{cfg.seed}")  # derived from the run seed only
+    items, empty = [], []
+    for enc in encoded:
+        ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
+        mask = supervision_mask(secs, cfg.condition)
+        # Position 0 has no preceding token, so it can never be a prediction target; clearing
+        # it keeps the supervised-token counts equal to what the loss actually sees.
+        mask[0] = False
+        if cfg.random_mask:
+            mask = random_mask(mask, cfg.random_mask, rng)
+        if not any(mask):
+            empty.append(enc.id)
+            continue
+        labels = [i if m else -100 for i, m in zip(ids, mask)]
+        items.append(TrainItem(enc.id, ids, labels, supervised_by_section(secs, mask), len(enc.ids)))
+    return items, empty
+
+
+def collate(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence in the batch; padded positions are unsupervised."""
+    width = max(len(it.ids) for it in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    for row, it in enumerate(items):
+        n = len(it.ids)
+        input_ids[row, :n] = torch.tensor(it.ids)
+        labels[row, :n] = torch.tensor(it.labels)
+        attention[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def full_sequence_items(encoded: list[Encoded], supervise: str) -> list[TrainItem]:
+    """Untruncated items supervised on ``supervise`` (used to pretrain teacher and base)."""
+    items = []
+    for enc in encoded:
+        mask = supervision_mask(enc.sections, supervise)
+        mask[0] = False
+        labels = [i if m else -100 for i, m in zip(enc.ids, mask)]
+        items.append(TrainItem(enc.id, enc.ids, labels, supervised_by_section(enc.sections, mask), len(enc.ids)))
+    return items
+
+
+def corpus_stats(examples, tokenizer) -> "pd.DataFrame":
+    """One row per example: tokens per section and where the first \\boxed{} answer ends,
+    as a fraction of the completion (CoT + A) and of the CoT. The paper reports the first
+    correct answer near the middle of real CoTs; this is the same measurement as data."""
+    import pandas as pd
+
+    from .synthetic import BOXED
+
+    think, end_think = think_ids(tokenizer)
+    rows = []
+    for ex in examples:
+        text = render_sequence(tokenizer, ex.question, ex.completion)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        secs = locate_sections(ids, think, end_think, example=ex.id)
+        n = {s: secs.count(s) for s in Section}
+        start = n[Section.PROMPT]  # completion starts at <think>
+        # First boxed answer inside the completion (the prompt has none).
+        end_char = BOXED.search(text, pos=offsets[start][0]).end()
+        last_tok = next(i for i, (_, e) in enumerate(offsets) if e >= end_char)
+        pos = last_tok + 1 - start
+        rows.append({
+            "id": ex.id,
+            "tokens": len(ids),
+            "tokens_P": n[Section.PROMPT],
+            "tokens_CoT": n[Section.COT],
+            "tokens_A": n[Section.ANSWER],
+            "tokens_completion": n[Section.COT] + n[Section.ANSWER],
+            "first_answer_in_completion": pos / (n[Section.COT] + n[Section.ANSWER]),
+            "first_answer_in_cot": pos / n[Section.COT],
+        })
+    return pd.DataFrame(rows).set_index("id")

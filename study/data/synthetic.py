@@ -1,0 +1,189 @@
+"""Synthetic LRM-style reasoning corpus: the embedded default of the study.
+
+Each example is a fully parenthesised chain of modular operations, e.g. ``((3+4)*2)-5 mod 10``.
+Its trace has the shape the paper describes for real long-CoT traces (PAPER.md, "Where the
+answer appears"): the CoT restates the problem, derives the answer step by step, states it in
+``\\boxed{}``, then runs verification passes ("Wait, let me double-check.") that recompute and
+restate it; the answer section A is a one-line summary with the final ``\\boxed{}``. With the
+default knobs the first ``\\boxed{}`` ends near 40% of the completion, as the paper reports the
+first correct answer sits near the middle of real CoTs (see ``corpus_stats``).
+
+The ``late`` layout puts the same amount of reflection *before* the derivation (planning
+passes that name the operations without computing them), so the answer appears only at the
+end of the CoT: a corpus on which truncation should stop working.
+
+Splits hold disjoint problems: problems are drawn without replacement from one seeded stream
+and dealt out test first, then validation, then train, so growing the training set never
+changes the test set.
+
+    python -c "from study.data.synthetic import CorpusConfig, make_splits; \\
+               print(make_splits(CorpusConfig())['train'][0].completion)"
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+OPS = ("+", "-", "*")
+LAYOUTS = ("early", "late")
+VERIFY_CUES = ("Wait, let me double-check.", "Let me verify.", "Check again.")
+PLAN_CUES = ("Hmm, let me plan.", "Let me think.", "First, the order.")
+OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
+BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Knobs of the synthetic corpus. Defaults give ~140-token completions (measured by
+    ``corpus_stats``) with the first answer near 40% of the completion."""
+
+    min_ops: int = 2  # difficulty: operations per problem, inclusive range
+    max_ops: int = 3
+    min_verify: int = 2  # reflection passes after (early) or before (late) the derivation
+    max_verify: int = 2
+    layout: str = "early"  # "early": answer near the middle of the CoT; "late": at its end
+    modulus: int = 10  # single-digit arithmetic: one token per number
+    train_examples: int = 3200
+    val_examples: int = 100
+    test_examples: int = 200
+    seed: int = 1234  # the corpus seed, separate from the run seed so runs share one corpus
+
+    def __post_init__(self):
+        if not 1 <= self.min_ops <= self.max_ops:
+            raise ValueError(f"need 1 <= min_ops <= max_ops, got {self.min_ops}, {self.max_ops}")
+        if not 0 <= self.min_verify <= self.max_verify:
+            raise ValueError(
+                f"need 0 <= min_verify <= max_verify, got {self.min_verify}, {self.max_verify}"
+            )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown corpus layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
+        if not 2 <= self.modulus <= 10:
+            raise ValueError(f"modulus must be in [2, 10] (single digits), got {self.modulus}")
+        distinct = sum(
+            self.modulus ** (n + 1) * len(OPS) ** n for n in range(self.min_ops, self.max_ops + 1)
+        )
+        wanted = self.train_examples + self.val_examples + self.test_examples
+        if wanted > distinct:
+            raise ValueError(
+                f"the corpus asks for {wanted} distinct problems but only {distinct} exist with "
+                f"{self.min_ops}-{self.max_ops} operations mod {self.modulus}; "
+                "lower train_examples or raise max_ops"
+            )
+
+
+@dataclass(frozen=True)
+class Problem:
+    operands: tuple[int, ...]
+    ops: tuple[str, ...]
+    modulus: int
+
+    @property
+    def expression(self) -> str:
+        expr = str(self.operands[0])
+        for i, (op, b) in enumerate(zip(self.ops, self.operands[1:])):
+            # Parenthesise every intermediate result except the last, as in ((3+4)*2)-5.
+            expr = f"{expr}{op}{b}" if i == 0 else f"({expr}){op}{b}"
+        return expr
+
+    def steps(self) -> list[tuple[int, str, int, int]]:
+        """(a, op, b, result) for each operation, left to right."""
+        out, acc = [], self.operands[0]
+        for op, b in zip(self.ops, self.operands[1:]):
+            res = {"+": acc + b, "-": acc - b, "*": acc * b}[op] % self.modulus
+            out.append((acc, op, b, res))
+            acc = res
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.steps()[-1][3]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One trace. ``cot`` is the text between <think> and </think>; the tokenizer module
+    renders prompt + <think> + cot + </think> + answer_text + eos."""
+
+    id: str
+    question: str
+    cot: str
+    answer_text: str
+    answer: str
+
+    @property
+    def completion(self) -> str:
+        return f"<think>{self.cot}</think>{self.answer_text}"
+
+
+def _derivation(p: Problem) -> str:
+    return " ".join(f"{a}{op}{b}={r}." for a, op, b, r in p.steps())
+
+
+def _plan(p: Problem) -> str:
+    first = f"{p.operands[0]}{p.ops[0]}{p.operands[1]}"
+    rest = " ".join(f"Then {OP_WORDS[op]} {b}." for op, b in zip(p.ops[1:], p.operands[2:]))
+    return f"First {first}. {rest}".strip()
+
+
+def make_example(p: Problem, passes: int, layout: str, rng: random.Random) -> Example:
+    """Render one problem as an LRM-style trace (see the module docstring)."""
+    question = f"Compute {p.expression} mod {p.modulus}."
+    restate = f"We need {p.expression} mod {p.modulus}."
+    derive, ans = _derivation(p), str(p.answer)
+    if layout == "early":
+        parts = [restate, derive, f"So \\boxed{{{ans}}}."]
+        for _ in range(passes):
+            parts += [rng.choice(VERIFY_CUES), derive, f"Yes, \\boxed{{{ans}}}."]
+    else:
+        parts = [restate]
+        for _ in range(passes):
+            parts += [rng.choice(PLAN_CUES), _plan(p)]
+        parts += [derive, f"So \\boxed{{{ans}}}."]
+    return Example(
+        id=f"{p.expression}|{p.modulus}|{layout}",
+        question=question,
+        cot=" ".join(parts),
+        answer_text=f"The answer is \\boxed{{{ans}}}.",
+        answer=ans,
+    )
+
+
+def _draw_problem(cfg: CorpusConfig, rng: random.Random) -> Problem:
+    n = rng.randint(cfg.min_ops, cfg.max_ops)
+    return Problem(
+        operands=tuple(rng.randrange(cfg.modulus) for _ in range(n + 1)),
+        ops=tuple(rng.choice(OPS) for _ in range(n)),
+        modulus=cfg.modulus,
+    )
+
+
+def make_splits(cfg: CorpusConfig) -> dict[str, list[Example]]:
+    """Seeded train/val/test splits of disjoint problems (see the module docstring)."""
+    rng = random.Random(cfg.seed)
+    sizes = {"test": cfg.test_examples, "val": cfg.val_examples, "train": cfg.train_examples}
+    seen: set[Problem] = set()
+    splits: dict[str, list[Example]] = {}
+    for name, size in sizes.items():
+        examples: list[Example] = []
+        while len(examples) < size:
+            p = _draw_problem(cfg, rng)
+            if p in seen:
+                continue
+            seen.add(p)
+            passes = rng.randint(cfg.min_verify, cfg.max_verify)
+            examples.append(make_example(p, passes, cfg.layout, rng))
+        splits[name] = examples
+    return splits
+
+
+def last_boxed(text: str) -> str | None:
+    """The paper's answer rule: the content of the last \\boxed{} (None if there is none)."""
+    found = BOXED.findall(text)
+    return found[-1] if found else None
+
+
+def first_boxed(text: str) -> str | None:
+    found = BOXED.findall(text)
+    return found[0] if found else None

@@ -1,0 +1,192 @@
+"""Token-level distillation losses for teacher-forced reasoning distillation.
+
+The student is trained on teacher-written sequences with
+
+    total = (1 - alpha) * CE(student, target tokens) + alpha * KD(teacher, student)
+
+where both terms are averaged over supervised target tokens only (labels != -100).
+The paper's setting is alpha = 0.5, forward KL(teacher || student), temperature 1.
+
+Conventions
+-----------
+* ``labels`` are aligned with the input ids (the label at position t is the token at t),
+  so logits at position t predict the label at t + 1. The shift happens here, once.
+* Divergences are computed in float32 (or float64 if the inputs already are), because
+  log-softmax over a large vocabulary in bf16 loses too much precision.
+* ``teacher_logits`` may be teacher log-probabilities instead of raw logits:
+  log_softmax is idempotent, so a cache of log-probs gives the same loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("forward_kl", "reverse_kl", "jsd", "tvd")
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LossParts:
+    """Result of :func:`distillation_loss`.
+
+    total: scalar, differentiable w.r.t. the student logits.
+    ce: scalar cross-entropy part (already divided by the denominator).
+    kd: scalar distillation part (already divided by the denominator).
+    n_supervised: number of supervised target tokens in this call.
+    """
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    kd: torch.Tensor
+    n_supervised: int
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    # Keep float64 when the caller asked for it (tests assert tight equalities);
+    # everything lower precision is promoted to float32.
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LOSSES:
+        raise ValueError(f"unknown divergence kind {kind!r}; expected one of {LOSSES}")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+def token_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Per-token divergence between teacher and student next-token distributions.
+
+    student_logits: [N, V]; teacher_logits: [N, V] (raw logits or log-probs).
+    Returns [N] in float32 (float64 if the student logits are float64).
+
+    p = softmax(logits / temperature) for both models, then
+      forward_kl: KL(p_t || p_s) = sum p_t (log p_t - log p_s)
+      reverse_kl: KL(p_s || p_t)
+      jsd:        beta * KL(p_t || m) + (1 - beta) * KL(p_s || m),
+                  m = beta * p_t + (1 - beta) * p_s, beta in (0, 1)
+      tvd:        0.5 * sum |p_t - p_s|
+    The result is multiplied by temperature**2 (Hinton et al.) so that gradient
+    magnitudes do not shrink as the temperature grows.
+    """
+    _check_kind(kind)
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student and teacher logits must have the same shape [N, V], got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)} "
+            "(slice both to the shared vocabulary first if their heads differ in size)"
+        )
+
+    dtype = _compute_dtype(student_logits)
+    log_s = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)  # [N, V]
+    log_t = F.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)  # [N, V]
+
+    if kind == "forward_kl":
+        div = (log_t.exp() * (log_t - log_s)).sum(-1)
+    elif kind == "reverse_kl":
+        div = (log_s.exp() * (log_s - log_t)).sum(-1)
+    elif kind == "jsd":
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"jsd needs beta in (0, 1), got {beta!r}")
+        # log m via logsumexp avoids log(0) when both probabilities underflow.
+        log_m = torch.logsumexp(
+            torch.stack([log_t + math.log(beta), log_s + math.log(1.0 - beta)]), dim=0
+        )
+        kl_t_m = (log_t.exp() * (log_t - log_m)).sum(-1)
+        kl_s_m = (log_s.exp() * (log_s - log_m)).sum(-1)
+        div = beta * kl_t_m + (1.0 - beta) * kl_s_m
+    else:  # tvd
+        div = 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1)
+
+    return div * temperature**2
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    num_supervised: int | None = None,
+) -> LossParts:
+    """Mixed CE + KD loss over supervised target tokens.
+
+    student_logits: [B, T, V]; labels: [B, T] int64, -100 where unsupervised,
+    aligned with the input ids (logits[:, t] predict labels[:, t + 1]);
+    teacher_logits: [B, T, V] or None (only allowed with alpha == 0).
+
+    ce = sum_targets -log p_s(target) / denom
+    kd = sum_targets token_divergence(...) / denom
+    denom = max(num_supervised if given else n_supervised, 1)
+
+    Pass num_supervised = the supervised-target count of the whole accumulation
+    group so that summing micro-batch losses reproduces the full-batch loss.
+    With no supervised target all parts are 0.0 and still backward-able.
+    """
+    _check_kind(kind)
+    _check_temperature(temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if teacher_logits is None and alpha != 0.0:
+        raise ValueError(
+            f"teacher_logits is None but alpha={alpha!r}; a teacher is needed unless "
+            "alpha == 0 (plain fine-tuning)"
+        )
+    if student_logits.dim() != 3 or labels.shape != student_logits.shape[:2]:
+        raise ValueError(
+            f"expected student_logits [B, T, V] and labels [B, T], got "
+            f"{tuple(student_logits.shape)} and {tuple(labels.shape)}"
+        )
+    if teacher_logits is not None and teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher_logits shape {tuple(teacher_logits.shape)} != student_logits shape "
+            f"{tuple(student_logits.shape)} (slice both to the shared vocabulary first)"
+        )
+
+    # Shift: the logits at position t are scored against the token at t + 1.
+    targets = labels[:, 1:]  # [B, T-1]
+    mask = targets != IGNORE_INDEX  # [B, T-1]
+    n_supervised = int(mask.sum().item())
+    if num_supervised is not None and num_supervised < n_supervised:
+        raise ValueError(
+            f"num_supervised={num_supervised} is smaller than the {n_supervised} "
+            "supervised targets in this call; it should count the whole accumulation group"
+        )
+    denom = max(n_supervised if num_supervised is None else num_supervised, 1)
+
+    # Boolean indexing keeps only supervised rows, so the [N, V] float32 copies
+    # below never cover padding or prompt tokens.
+    dtype = _compute_dtype(student_logits)
+    s = student_logits[:, :-1][mask].to(dtype)  # [N, V]
+    y = targets[mask]  # [N]
+
+    # reduction="sum" over an empty selection is an exact 0 that is still part of
+    # the graph, so backward works when nothing is supervised.
+    ce = F.cross_entropy(s, y, reduction="sum") / denom
+
+    if teacher_logits is None:
+        kd = torch.zeros((), dtype=dtype, device=student_logits.device)
+    else:
+        t = teacher_logits[:, :-1][mask]  # [N, V]
+        kd = token_divergence(s, t, kind=kind, temperature=temperature, beta=beta).sum() / denom
+
+    # With alpha == 0 this is exactly ce (1.0 * ce + 0.0 * kd), i.e. plain fine-tuning.
+    total = (1 - alpha) * ce + alpha * kd
+    return LossParts(total=total, ce=ce, kd=kd, n_supervised=n_supervised)

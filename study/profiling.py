@@ -1,0 +1,69 @@
+"""Compute measurements of a training step: FLOPs from torch.profiler, an analytic FLOP count
+to cross-check it, and peak memory.
+
+FLOPs: torch.profiler (``with_flops=True``) counts matrix multiplications op by op. Under
+``eager`` attention the attention scores and the weighted sum are plain batched matmuls it can
+see; fused SDPA kernels are invisible to it (measured on torch 2.13: it then counts the dense
+term only), so measurements are taken under eager attention and the analytic count includes
+the attention term the same way eager computes it: the full T x T score matrix (no causal
+skipping) for every head.
+
+Peak memory: on CUDA the allocator's peak over the training loop. On CPU the process's
+resident size would be dominated by the interpreter and libraries, so we measure the training
+step's own allocations: the peak of live bytes allocated during a profiled forward/backward
+step (profiler memory events) plus the bytes that persist across steps (parameters of the
+student and teacher, and AdamW's two moment buffers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def matmul_params(config) -> int:
+    """Weights that take part in a matmul per token: attention and MLP projections of every
+    layer, plus the output head (embedding lookups cost no FLOPs)."""
+    h, hd = config.hidden_size, config.head_dim
+    q = config.num_attention_heads * hd
+    kv = config.num_key_value_heads * hd
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * config.intermediate_size
+    return config.num_hidden_layers * per_layer + h * config.vocab_size
+
+
+def analytic_flops(config, shapes: list[tuple[int, int]], backward: bool = True) -> float:
+    """FLOPs of forward (and backward) passes over batches of shape (batch, tokens).
+
+    Forward: 2 * N per token for the dense matmuls plus, per layer, 2 * 2 * T^2 * d_attn per
+    sequence for QK^T and attention x V. Backward costs twice the forward for every matmul."""
+    n = matmul_params(config)
+    d_attn = config.num_attention_heads * config.head_dim
+    fwd = 0.0
+    for b, t in shapes:
+        fwd += 2.0 * n * b * t + config.num_hidden_layers * 4.0 * b * t * t * d_attn
+    return 3.0 * fwd if backward else fwd
+
+
+def _cpu_peak_bytes(prof) -> int:
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def profile_step(step_fn, n_steps: int, device: torch.device) -> dict:
+    """Run ``step_fn(i)`` n_steps times under the profiler. Returns measured FLOPs and, on CPU,
+    the peak of live bytes allocated during the steps."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, with_flops=True, profile_memory=device.type == "cpu") as prof:
+        for i in range(n_steps):
+            step_fn(i)
+    flops = float(sum(e.flops for e in prof.key_averages() if e.flops))
+    return {"flops": flops, "step_peak_bytes": _cpu_peak_bytes(prof) if device.type == "cpu" else None}
+
+
+def tensor_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
