@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,19 @@ def _build(cls, data: dict, where: str):
             base = asdict(getattr(defaults, name)) if defaults is not None else {}
             kwargs[name] = _build(sub, _merge(base, value, where + name + "."), where + name + ".")
         else:
-            kwargs[name] = value
+            kwargs[name] = _check_type(cls, name, value, where)
     return cls(**kwargs)
+
+
+def _check_type(cls, name: str, value: Any, where: str) -> Any:
+    """YAML gives str/int/float/bool: accept exactly the field's type (an int for a float)."""
+    expected = typing.get_type_hints(cls)[name]
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ValueError(f"config key {where}{name} must be {expected.__name__}, got {value!r}")
+    return value
 
 
 _NESTED = {

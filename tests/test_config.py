@@ -1,0 +1,243 @@
+"""Tests for study.config: YAML loading, overrides, validation and run ids."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from study.config import (
+    CorpusConfig,
+    RunConfig,
+    config_from_dict,
+    config_hash,
+    default_base,
+    default_teacher,
+    load_config,
+    parse_override,
+    run_id,
+)
+
+YAML = """\
+condition: CoT+A
+corpus:
+  layout: late
+teacher:
+  steps: 7
+"""
+
+
+@pytest.fixture
+def yaml_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(YAML)
+    return path
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def test_load_config_with_overrides_gives_typed_values(yaml_file):
+    cfg = load_config(yaml_file, ["lsp=0.5", "corpus.max_ops=4", "cut_after_think=true"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.condition == "CoT+A"
+    assert cfg.lsp == 0.5 and isinstance(cfg.lsp, float)
+    assert cfg.cut_after_think is True
+    assert isinstance(cfg.corpus, CorpusConfig)
+    assert cfg.corpus.layout == "late"
+    assert cfg.corpus.max_ops == 4 and isinstance(cfg.corpus.max_ops, int)
+    # Unmentioned nested fields keep their defaults.
+    assert cfg.corpus.min_ops == 2
+    assert cfg.corpus.train_examples == 3200
+    # A partial nested mapping merges into the non-trivial default teacher.
+    assert cfg.teacher.steps == 7
+    assert cfg.teacher.model.hidden_size == 128
+    assert cfg.teacher.model.num_hidden_layers == 4
+    assert cfg.base == default_base()
+    assert cfg.window == "left"
+
+
+def test_override_wins_over_file(yaml_file):
+    cfg = load_config(yaml_file, ["corpus.layout=early", "condition=A"])
+    assert cfg.corpus.layout == "early"
+    assert cfg.condition == "A"
+
+
+def test_later_override_wins(yaml_file):
+    assert load_config(yaml_file, ["lsp=0.5", "lsp=0.25"]).lsp == 0.25
+
+
+def test_deep_override_keeps_siblings(yaml_file):
+    cfg = load_config(yaml_file, ["teacher.model.num_hidden_layers=2"])
+    assert cfg.teacher.model.num_hidden_layers == 2
+    assert cfg.teacher.model.hidden_size == 128  # default_teacher's, not ModelConfig's 64
+    assert cfg.teacher.steps == 7
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == RunConfig()
+
+
+def test_config_from_dict_defaults():
+    cfg = config_from_dict({})
+    assert cfg == RunConfig()
+    assert cfg.teacher == default_teacher()
+    assert cfg.base == default_base()
+
+
+def test_parse_override():
+    assert parse_override("lsp=0.5") == (["lsp"], 0.5)
+    assert parse_override("corpus.layout=late") == (["corpus", "layout"], "late")
+    assert parse_override("cut_after_think=true") == (["cut_after_think"], True)
+    assert parse_override("x=[1, 2]") == (["x"], [1, 2])
+    assert parse_override("a=b=c") == (["a"], "b=c")  # only the first '=' splits
+
+
+# --- run ids -------------------------------------------------------------------------------
+
+
+def test_run_id_stable(yaml_file):
+    a = load_config(yaml_file, ["lsp=0.5"])
+    b = load_config(yaml_file, ["lsp=0.5"])
+    assert run_id(a) == run_id(b)
+    assert len(run_id(a)) == 12
+    assert run_id(a) == run_id(dataclasses.replace(a))
+
+
+def test_run_id_changes_with_semantic_fields(yaml_file):
+    base = load_config(yaml_file, ["lsp=0.5"])
+    assert run_id(load_config(yaml_file, ["lsp=0.25"])) != run_id(base)
+    assert run_id(load_config(yaml_file, ["lsp=0.5", "corpus.seed=7"])) != run_id(base)
+    assert run_id(load_config(yaml_file, ["lsp=0.5", "teacher.model.hidden_size=64"])) != run_id(base)
+
+
+def test_run_id_ignores_device_and_cache_dir(yaml_file):
+    base = load_config(yaml_file, ["lsp=0.5"])
+    other = load_config(yaml_file, ["lsp=0.5", "device=cpu", "cache_dir=/elsewhere"])
+    assert (other.device, other.cache_dir) == ("cpu", "/elsewhere")
+    assert run_id(other) == run_id(base)
+
+
+def test_config_hash_order_independent():
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_config(write(tmp_path, "lps: 0.5\n"))
+    msg = str(err.value)
+    assert "lps" in msg
+    assert "lsp" in msg and "condition" in msg
+
+
+def test_unknown_override_key_lists_valid_keys(yaml_file):
+    with pytest.raises(ValueError) as err:
+        load_config(yaml_file, ["conditon=A"])
+    msg = str(err.value)
+    assert "conditon" in msg and "condition" in msg
+
+
+def test_unknown_nested_key_named_with_its_path(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_config(write(tmp_path, "corpus:\n  foo: 1\n"))
+    msg = str(err.value)
+    assert "corpus.foo" in msg
+    assert "under corpus" in msg
+    assert "layout" in msg and "max_ops" in msg
+
+
+def test_unknown_deep_override_key(yaml_file):
+    with pytest.raises(ValueError) as err:
+        load_config(yaml_file, ["teacher.model.width=3"])
+    msg = str(err.value)
+    assert "teacher.model.width" in msg and "hidden_size" in msg
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("condition=B", ["'B'", "P+CoT+A", "CoT+A"]),
+        ("loss=mse", ["'mse'", "forward_kl"]),
+        ("lsp=0", ["(0, 1]", "0"]),
+        ("lsp=1.5", ["(0, 1]", "1.5"]),
+        ("window=top", ["'top'", "left", "middle", "right"]),
+        ("random_mask=1", ["random_mask", "[0, 1)"]),
+        ("alpha=1.5", ["alpha", "[0, 1]"]),
+        ("init=random", ["'random'", "base", "scratch"]),
+        ("batch_size=10", ["batch_size 10", "grad_accum 3"]),
+        ("eval_examples=500", ["eval_examples 500", "test_examples 200"]),
+        ("corpus.layout=middle", ["'middle'", "early", "late"]),
+        ("attn_implementation=flash", ["eager", "sdpa"]),
+    ],
+)
+def test_invalid_values_name_problem_and_options(yaml_file, override, expected):
+    overrides = [override] + (["grad_accum=3"] if override.startswith("batch_size") else [])
+    with pytest.raises(ValueError) as err:
+        load_config(yaml_file, overrides)
+    msg = str(err.value)
+    for fragment in expected:
+        assert fragment in msg, (fragment, msg)
+
+
+def test_batch_size_multiple_of_grad_accum_ok(yaml_file):
+    cfg = load_config(yaml_file, ["batch_size=12", "grad_accum=3"])
+    assert (cfg.batch_size, cfg.grad_accum) == (12, 3)
+
+
+def test_malformed_yaml_file(tmp_path):
+    path = write(tmp_path, "lsp: [0.5\n")
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "not valid YAML" in str(err.value)
+
+
+def test_override_without_equals(yaml_file):
+    with pytest.raises(ValueError) as err:
+        load_config(yaml_file, ["lsp0.5"])
+    msg = str(err.value)
+    assert "'lsp0.5'" in msg and "key=value" in msg
+
+
+def test_override_with_malformed_yaml_value(yaml_file):
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(yaml_file, ["lsp=[0.5"])
+
+
+def test_override_into_scalar_rejected(yaml_file):
+    with pytest.raises(ValueError, match="lsp is not a mapping"):
+        load_config(yaml_file, ["lsp=0.5", "lsp.x=1"])
+
+
+def test_dotted_override_into_unset_scalar_rejected(yaml_file):
+    with pytest.raises(ValueError, match="lsp"):
+        load_config(yaml_file, ["lsp.x=1"])
+
+
+def test_wrong_type_value_rejected_with_name(yaml_file):
+    with pytest.raises(ValueError, match="lsp"):
+        load_config(yaml_file, ["lsp=abc"])
+
+
+def test_nested_section_must_be_mapping(tmp_path):
+    with pytest.raises(ValueError, match="corpus must be a mapping"):
+        load_config(write(tmp_path, "corpus: late\n"))
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_config(write(tmp_path, "- lsp\n- 0.5\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
