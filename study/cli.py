@@ -66,7 +66,8 @@ def _show(cfg, index: int, color: bool) -> None:
     from .data.pipeline import encode
     from .data.synthetic import make_splits
     from .models import get_tokenizer
-    from .sections import render, supervision_mask, truncate
+    from .data.pipeline import target_mask
+    from .sections import render, truncate
 
     tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     train = make_splits(cfg.corpus)["train"]
@@ -74,8 +75,7 @@ def _show(cfg, index: int, color: bool) -> None:
         raise ValueError(f"--index {index} is outside the training split (0..{len(train) - 1})")
     enc = encode([train[index]], tokenizer)[0]
     ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
-    mask = supervision_mask(secs, cfg.condition)
-    mask[0] = False
+    mask = target_mask(secs, cfg.condition)
     print(f"run {run_id(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
           f"cut_after_think={cfg.cut_after_think} ({len(ids)}/{len(enc.ids)} tokens kept)")
     print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))

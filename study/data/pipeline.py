@@ -61,18 +61,27 @@ def prepare(encoded: list[Encoded], cfg) -> tuple[list[TrainItem], list[str]]:
     items, empty = [], []
     for enc in encoded:
         ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
-        mask = supervision_mask(secs, cfg.condition)
-        # Position 0 has no preceding token, so it can never be a prediction target; clearing
-        # it keeps the supervised-token counts equal to what the loss actually sees.
-        mask[0] = False
+        mask = target_mask(secs, cfg.condition)
         if cfg.random_mask:
             mask = random_mask(mask, cfg.random_mask, rng)
         if not any(mask):
             empty.append(enc.id)
             continue
-        labels = [i if m else -100 for i, m in zip(ids, mask)]
-        items.append(TrainItem(enc.id, ids, labels, supervised_by_section(secs, mask), len(enc.ids)))
+        items.append(_item(enc, ids, secs, mask))
     return items, empty
+
+
+def target_mask(sections: list[Section], condition: str) -> list[bool]:
+    """The condition's supervision mask without position 0: it has no preceding token, so it
+    is never a prediction target, and clearing it keeps the counts equal to what the loss sees."""
+    mask = supervision_mask(sections, condition)
+    mask[0] = False
+    return mask
+
+
+def _item(enc: Encoded, ids: list[int], secs: list[Section], mask: list[bool]) -> TrainItem:
+    labels = [i if m else -100 for i, m in zip(ids, mask)]
+    return TrainItem(enc.id, ids, labels, supervised_by_section(secs, mask), len(enc.ids))
 
 
 def collate(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
@@ -91,13 +100,7 @@ def collate(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
 
 def full_sequence_items(encoded: list[Encoded], supervise: str) -> list[TrainItem]:
     """Untruncated items supervised on ``supervise`` (used to pretrain teacher and base)."""
-    items = []
-    for enc in encoded:
-        mask = supervision_mask(enc.sections, supervise)
-        mask[0] = False
-        labels = [i if m else -100 for i, m in zip(enc.ids, mask)]
-        items.append(TrainItem(enc.id, enc.ids, labels, supervised_by_section(enc.sections, mask), len(enc.ids)))
-    return items
+    return [_item(enc, enc.ids, enc.sections, target_mask(enc.sections, supervise)) for enc in encoded]
 
 
 def corpus_stats(examples, tokenizer) -> "pd.DataFrame":
