@@ -199,6 +199,11 @@ def _build(cls, data: dict, where: str):
 def _check_type(cls, name: str, value: Any, where: str) -> Any:
     """YAML gives str/int/float/bool: accept exactly the field's type (an int for a float)."""
     expected = typing.get_type_hints(cls)[name]
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 8e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

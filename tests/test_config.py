@@ -241,3 +241,10 @@ def test_top_level_must_be_mapping(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_exponent_without_dot_is_a_float(yaml_file):
+    # YAML 1.1 reads "8e-3" as a string; a researcher typing --set lr=8e-3 means a float.
+    assert load_config(yaml_file, ["lr=8e-3"]).lr == pytest.approx(0.008)
+    with pytest.raises(ValueError, match="lr must be float"):
+        load_config(yaml_file, ["lr=fast"])
