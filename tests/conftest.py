@@ -10,3 +10,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/tiny.py
 def tiny_cache(tmp_path_factory):
     """One cache (tokenizer, tiny teacher, tiny base student) shared by the session's tests."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_cache):
+    """The default tokenizer, trained once per session in the shared cache."""
+    from study.config import TokenizerConfig
+    from study.models import get_tokenizer
+
+    return get_tokenizer(TokenizerConfig(), tiny_cache)[0]

@@ -6,24 +6,13 @@ import re
 
 import pytest
 
-from study.config import TokenizerConfig
 from study.data.pipeline import corpus_stats
 from study.data.synthetic import PLAN_CUES, CorpusConfig, first_boxed, last_boxed, make_splits
-from study.models import get_tokenizer
 
 SMALL = dict(train_examples=60, val_examples=20, test_examples=30)
 QUESTION = re.compile(r"^Compute (?P<expr>[0-9()+\-*]+) mod (?P<mod>\d+)\.$")
 STEP = re.compile(r"\d[+\-*]\d=\d\.")  # one derivation step, e.g. "7*5=5."
 BOXED_LIT = "\\boxed{"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    # One shared cache folder per session: every test module reuses the trained tokenizer.
-    cache = tmp_path_factory.getbasetemp() / "shared-tokenizer-cache"
-    cache.mkdir(exist_ok=True)
-    tok, _ = get_tokenizer(TokenizerConfig(), cache)
-    return tok
 
 
 def true_value(question: str) -> int:

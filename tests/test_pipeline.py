@@ -7,20 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study.config import RunConfig, TokenizerConfig
+from study.config import RunConfig
 from study.data.pipeline import collate, encode, full_sequence_items, prepare
 from study.data.synthetic import CorpusConfig, make_splits
-from study.models import get_tokenizer
 from study.sections import Section, SectionError
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    # One shared cache folder per session: every test module reuses the trained tokenizer.
-    cache = tmp_path_factory.getbasetemp() / "shared-tokenizer-cache"
-    cache.mkdir(exist_ok=True)
-    tok, _ = get_tokenizer(TokenizerConfig(), cache)
-    return tok
 
 
 @pytest.fixture(scope="module")

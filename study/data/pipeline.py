@@ -103,9 +103,9 @@ def full_sequence_items(encoded: list[Encoded], supervise: str) -> list[TrainIte
     return [_item(enc, enc.ids, enc.sections, target_mask(enc.sections, supervise)) for enc in encoded]
 
 
-def corpus_stats(examples, tokenizer) -> "pd.DataFrame":
+def corpus_stats(examples, tokenizer):
     """One row per example: tokens per section and where the first \\boxed{} answer ends,
-    as a fraction of the completion (CoT + A) and of the CoT. The paper reports the first
+    as a fraction of the completion (CoT + A) and of the CoT, as a pandas DataFrame. The paper reports the first
     correct answer near the middle of real CoTs; this is the same measurement as data."""
     import pandas as pd
 
