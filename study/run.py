@@ -126,8 +126,8 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     teacher_sample = analytic_flops(tc, prof_shapes, backward=False)
     scale = analytic_flops(sc, all_shapes) / student_sample  # profiled steps -> whole run
     measured_student = prof["flops"] - prof["teacher_flops"]
-    sup = {k: sum(it.supervised[k] for it in items) * cfg.epochs for k in ("P", "CoT", "A")}
-    epoch_tokens = sum(len(it.ids) for it in items)
+    seen = [items[i] for idx in schedule for i in idx]  # every example the steps consumed
+    sup = {k: sum(it.supervised[k] for it in seen) for k in ("P", "CoT", "A")}
     record = {
         "run_id": rid,
         "config": asdict(cfg),
@@ -146,8 +146,8 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
             "steps": s.steps,
             "tokens_forwarded": stats["tokens"],
             "tokens_padded": stats["tokens_padded"],
-            "tokens_full_sequences": sum(len(e.ids) for e in encoded) * cfg.epochs,
-            "tokens_per_epoch": epoch_tokens,
+            # What the same steps would forward without truncation.
+            "tokens_full_sequences": sum(it.full_length for it in seen),
             "tokens_supervised": sum(sup.values()),
             "supervised_by_section": sup,
         },
