@@ -16,6 +16,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 
+import torch
+
 from .config import PretrainConfig, RunConfig, config_hash
 from .data.pipeline import encode, full_sequence_items
 from .data.synthetic import CorpusConfig, make_splits
@@ -48,7 +50,8 @@ def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: 
     corpus = pretrain_corpus(cfg.corpus, p)
     splits = make_splits(corpus)
     items = full_sequence_items(encode(splits["train"], tokenizer), "CoT+A")
-    model = build_model(p.model, tokenizer, cfg.attn_implementation).to(device)
+    torch.manual_seed(p.seed)  # the initial weights come from the config's seed, not from
+    model = build_model(p.model, tokenizer, cfg.attn_implementation).to(device)  # what ran before
     settings = LoopSettings(steps=p.steps, batch_size=p.batch_size, lr=p.lr,
                             weight_decay=p.weight_decay, seed=p.seed, alpha=0.0)
     stats = train_loop(model, items, tokenizer.pad_token_id, settings, device, desc=f"pretrain {role}")
@@ -84,7 +87,8 @@ def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: 
 def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig):
     """(model on the run's device, its meta) for ``role`` in {"teacher", "base"}."""
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
-    key = config_hash({"config": asdict(p), "corpus": asdict(pretrain_corpus(cfg.corpus, p)), "tokenizer": tok_key})
+    # "format" changes when the training code changes what a config produces (2: seeded init).
+    key = config_hash({"format": 2, "config": asdict(p), "corpus": asdict(pretrain_corpus(cfg.corpus, p)), "tokenizer": tok_key})
     path = Path(cfg.cache_dir) / f"{role}-{key}"
     if not path.exists():
         atomic_dir(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))

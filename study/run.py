@@ -86,6 +86,7 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     if cfg.init == "base":
         student, base_meta = get_base(cfg)
     else:
+        torch.manual_seed(cfg.seed)  # independent of whatever the cache lookups trained
         student, base_meta = build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
     check_compatible(teacher, student, tokenizer, tokenizer)
 
