@@ -42,7 +42,7 @@ def load_items(cfg: RunConfig, tokenizer):
             raise ValueError(msg + "; nothing to train on: supervise a section the truncation keeps "
                              "(e.g. condition P+CoT+A or a larger lsp)")
         log.warning(msg + "; they are skipped and counted in the record")
-    return encoded, items, empty
+    return items, empty
 
 
 def loop_settings(cfg: RunConfig, n_items: int) -> LoopSettings:
@@ -91,7 +91,7 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     check_compatible(teacher, student, tokenizer, tokenizer)
 
     # --- data: tokenise, truncate, supervise ------------------------------------------------
-    encoded, items, empty = load_items(cfg, tokenizer)
+    items, empty = load_items(cfg, tokenizer)
     s = loop_settings(cfg, len(items))
     if s.steps < 1:
         raise ValueError(f"{len(items)} training items cannot fill one batch of {cfg.batch_size}")
