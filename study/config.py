@@ -75,7 +75,7 @@ def default_teacher() -> PretrainConfig:
     # 4 layers, hidden 128 (~0.8M parameters), trained on full traces of the run's corpus.
     return PretrainConfig(
         model=ModelConfig(hidden_size=128, num_hidden_layers=4, head_dim=32, intermediate_size=384),
-        train_examples=20000, steps=2000, batch_size=32, lr=2e-3,
+        train_examples=20000, steps=2000, batch_size=32, lr=2e-3, eval_examples=200,
     )
 
 
@@ -116,6 +116,10 @@ class RunConfig:
     teacher: PretrainConfig = field(default_factory=default_teacher)
     base: PretrainConfig = field(default_factory=default_base)
     init: str = "base"  # student initialisation: "base" (cached base student) or "scratch"
+    # --- teacher outputs (study/teacher_cache.py) -------------------------------------------
+    teacher_cache: bool = True  # one cached teacher pass per example instead of one per step
+    teacher_cache_mode: str = "auto"  # exact (full distributions) | topk | auto (exact if V <= 4096)
+    teacher_cache_topk: int = 64  # k of the top-k mode (plus one bucket for the tail mass)
     # --- evaluation --------------------------------------------------------------------------
     eval_examples: int = 200  # test problems scored through lm-eval (<= corpus.test_examples)
     max_gen_toks: int = 256
@@ -142,6 +146,10 @@ class RunConfig:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.init not in ("base", "scratch"):
             raise ValueError(f"unknown init {self.init!r}; valid: base, scratch")
+        if self.teacher_cache_mode not in ("auto", "exact", "topk"):
+            raise ValueError(f"unknown teacher_cache_mode {self.teacher_cache_mode!r}; valid: auto, exact, topk")
+        if self.teacher_cache_topk < 1:
+            raise ValueError(f"teacher_cache_topk must be >= 1, got {self.teacher_cache_topk}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}"

@@ -190,3 +190,166 @@ def distillation_loss(
     # With alpha == 0 this is exactly ce (1.0 * ce + 0.0 * kd), i.e. plain fine-tuning.
     total = (1 - alpha) * ce + alpha * kd
     return LossParts(total=total, ce=ce, kd=kd, n_supervised=n_supervised)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss the training step uses: the same (1 - alpha) CE + alpha KD, computed in chunks of
+# supervised tokens straight from the final hidden states. ``distillation_loss`` above is the
+# definition (and the tests' reference); this is its memory-lean evaluation.
+#
+# Why from hidden states: at a real vocabulary (151,936 for Qwen3) a 4,096-token step's logits
+# are 2.5 GB in float32, and the plain loss keeps several tensors of that size alive (the
+# logits, the selected rows, both log-softmaxes, their products and the gradient). Here only
+# one chunk of [chunk, V] logits exists at a time: the forward computes each chunk's loss and
+# its gradient at once, and keeps just the gradients of the hidden states [N, d] and of the
+# output head [V, d] for backward. Positions without a supervised target never reach the head.
+
+CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in float32): 27 tokens at V = 151,936
+
+
+@dataclass(frozen=True)
+class DenseTeacher:
+    """Teacher logits or log-probabilities [N, V] of the supervised rows (the exact cache)."""
+
+    logits: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+
+@dataclass(frozen=True)
+class HeadTeacher:
+    """A live teacher's final hidden states [N, d_t] and output head [V, d_t]: its logits are
+    formed one chunk at a time, like the student's."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+
+@dataclass(frozen=True)
+class TopKTeacher:
+    """The teacher's k most likely tokens per row (``indices`` [N, k]) and log-probabilities
+    [N, k + 1] of those tokens plus, in the last column, of everything else (the tail): the
+    teacher distribution over k + 1 buckets, so the loss is still a divergence between two
+    proper distributions (the student's is bucketed the same way)."""
+
+    indices: torch.Tensor
+    logprobs: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+
+Teacher = DenseTeacher | HeadTeacher | TopKTeacher
+
+TAIL_FLOOR = -1e4  # log-mass floor: an empty tail must give 0 * finite, not 0 * -inf
+
+
+def bucket_student(log_s: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Student log-probabilities [n, V] -> [n, k + 1] over the teacher's top-k buckets."""
+    top = log_s.gather(1, indices)
+    tail = log_s.scatter(1, indices, float("-inf")).logsumexp(-1, keepdim=True)
+    return torch.cat([top, tail.clamp(min=TAIL_FLOOR)], dim=-1)
+
+
+def _chunk_kd(z: torch.Tensor, teacher: Teacher, sl: slice, kind, temperature, beta) -> torch.Tensor:
+    if isinstance(teacher, TopKTeacher):
+        log_s = bucket_student(F.log_softmax(z, dim=-1), teacher.indices[sl])
+        return token_divergence(log_s, teacher.logprobs[sl].to(z.dtype), kind, 1.0, beta).sum()
+    if isinstance(teacher, HeadTeacher):
+        t = teacher.hidden[sl].to(z.dtype) @ teacher.weight.to(z.dtype).T
+    else:
+        t = teacher.logits[sl]
+    return token_divergence(z, t, kind, temperature, beta).sum()
+
+
+class _ChunkedLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, teacher, alpha, kind, temperature, beta, denom, chunk):
+        dtype = _compute_dtype(hidden)
+        h, w = hidden.detach().to(dtype), weight.detach().to(dtype)
+        grad_h, grad_w = torch.zeros_like(h), torch.zeros_like(w)
+        ce_sum = torch.zeros((), dtype=dtype, device=h.device)
+        kd_sum = torch.zeros((), dtype=dtype, device=h.device)
+        for start in range(0, h.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            with torch.enable_grad():
+                z = (h[sl] @ w.T).requires_grad_()
+                ce = F.cross_entropy(z, targets[sl], reduction="sum")
+                kd = _chunk_kd(z, teacher, sl, kind, temperature, beta) if teacher is not None else ce * 0
+                (gz,) = torch.autograd.grad(((1 - alpha) * ce + alpha * kd) / denom, z)
+            grad_h[sl] = gz @ w
+            grad_w.addmm_(gz.T, h[sl])
+            ce_sum += ce.detach()
+            kd_sum += kd.detach()
+        ctx.save_for_backward(grad_h.to(hidden.dtype), grad_w.to(weight.dtype))
+        ce, kd = ce_sum / denom, kd_sum / denom
+        ctx.mark_non_differentiable(ce, kd)
+        return (1 - alpha) * ce + alpha * kd, ce, kd
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_ce, _grad_kd):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_total, grad_w * grad_total, *([None] * 8)
+
+
+def chunked_distillation_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: Teacher | None = None,
+    alpha: float = 0.5,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    num_supervised: int | None = None,
+    chunk_tokens: int | None = None,
+) -> LossParts:
+    """``distillation_loss`` over already selected supervised rows, computed chunk by chunk.
+
+    hidden: [N, d] final hidden states at the positions whose next token is supervised;
+    weight: [V, d] the output head (no bias, no logit scaling: Qwen3's);
+    targets: [N] the supervised next tokens; teacher: the teacher's view of the same rows.
+    Returns the same LossParts as ``distillation_loss`` on the full logits; gradients flow to
+    ``hidden`` and ``weight``. ``chunk_tokens`` defaults to CHUNK_ELEMENTS // V rows.
+    """
+    _check_kind(kind)
+    _check_temperature(temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if teacher is None and alpha != 0.0:
+        raise ValueError(f"no teacher but alpha={alpha!r}; a teacher is needed unless alpha == 0")
+    if isinstance(teacher, TopKTeacher) and temperature != 1.0:
+        raise ValueError(
+            f"a top-k teacher cache holds log-probabilities at temperature 1, not {temperature!r}: "
+            "use teacher_cache_mode=exact or a live teacher (teacher_cache=false) to vary it"
+        )
+    n = hidden.shape[0]
+    if targets.shape != (n,) or (teacher is not None and len(teacher) != n):
+        raise ValueError(
+            f"hidden has {n} rows, targets {tuple(targets.shape)}, teacher "
+            f"{len(teacher) if teacher is not None else None}: all must describe the same rows"
+        )
+    if num_supervised is not None and num_supervised < n:
+        raise ValueError(
+            f"num_supervised={num_supervised} is smaller than the {n} supervised targets in this "
+            "call; it should count the whole accumulation group"
+        )
+    denom = max(n if num_supervised is None else num_supervised, 1)
+    chunk = chunk_tokens or max(1, CHUNK_ELEMENTS // weight.shape[0])
+    total, ce, kd = _ChunkedLoss.apply(hidden, weight, targets, teacher, alpha, kind, temperature,
+                                       beta, denom, chunk)
+    return LossParts(total=total, ce=ce, kd=kd, n_supervised=n)
+
+
+def topk_logprobs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, V] teacher logits -> (indices [N, k], log-probs [N, k + 1] with the tail last)."""
+    if not 0 < k < logits.shape[-1]:
+        raise ValueError(f"top-k needs 0 < k < vocabulary size {logits.shape[-1]}, got k={k}")
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    top, idx = log_p.topk(k, dim=-1)
+    tail = log_p.scatter(1, idx, float("-inf")).logsumexp(-1, keepdim=True).clamp(min=TAIL_FLOOR)
+    return idx, torch.cat([top, tail], dim=-1)

@@ -31,16 +31,21 @@ def matmul_params(config) -> int:
     return config.num_hidden_layers * per_layer + h * config.vocab_size
 
 
-def analytic_flops(config, shapes: list[tuple[int, int]], backward: bool = True) -> float:
+def analytic_flops(config, shapes: list[tuple[int, int]], backward: bool = True,
+                   head_tokens: int | None = None) -> float:
     """FLOPs of forward (and backward) passes over batches of shape (batch, tokens).
 
     Forward: 2 * N per token for the dense matmuls plus, per layer, 2 * 2 * T^2 * d_attn per
-    sequence for QK^T and attention x V. Backward costs twice the forward for every matmul."""
+    sequence for QK^T and attention x V. Backward costs twice the forward for every matmul.
+    ``head_tokens``: the positions the output head runs on (the training step forms logits
+    only where the next token is supervised); default every token, as a plain forward does."""
     n = matmul_params(config)
+    head = config.hidden_size * config.vocab_size
     d_attn = config.num_attention_heads * config.head_dim
     fwd = 0.0
     for b, t in shapes:
-        fwd += 2.0 * n * b * t + config.num_hidden_layers * 4.0 * b * t * t * d_attn
+        fwd += 2.0 * (n - head) * b * t + config.num_hidden_layers * 4.0 * b * t * t * d_attn
+    fwd += 2.0 * head * (sum(b * t for b, t in shapes) if head_tokens is None else head_tokens)
     return 3.0 * fwd if backward else fwd
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import records
+from . import records, teacher_cache
 from .config import RunConfig, run_id
 from .data.pipeline import encode, prepare
 from .data.synthetic import make_splits
@@ -24,14 +24,15 @@ from .evaluate import TASK, evaluate
 from .models import build_model, check_compatible, get_tokenizer
 from .pretrain import get_base, get_teacher, test_file
 from .profiling import analytic_flops, profile_step, tensor_bytes
-from .train import LoopSettings, batch_schedule, loss_step, micro_batches, pick_device, supervised_targets, train_loop
+from .losses import IGNORE_INDEX
+from .train import (LoopSettings, batch_schedule, loss_step, micro_batches, pick_device, supervised_targets,
+                    teacher_rows, train_loop)
 
 log = logging.getLogger(__name__)
 
 
-def load_items(cfg: RunConfig, tokenizer):
+def load_items(cfg: RunConfig, encoded):
     """The run's training items after truncation and supervision; fails if none is left."""
-    encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
     items, empty = prepare(encoded, cfg)
     if empty:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
@@ -64,10 +65,11 @@ def measure(model, teacher, steps: list[list[dict]], s: LoopSettings, device) ->
         for b in steps[i]:
             loss_step(model, teacher, b, s, n_sup, device)
 
-    def teacher_step(i):
-        with torch.no_grad():
-            for b in steps[i]:
-                teacher(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device))
+    def teacher_step(i):  # the teacher's share of a step: its body, then its head on the rows
+        for b in steps[i]:
+            b = {k: v.to(device) for k, v in b.items()}
+            rows = teacher_rows(teacher, b, b["labels"][:, 1:] != IGNORE_INDEX)
+            rows.hidden @ rows.weight.T
 
     total = profile_step(full_step, len(steps), device)
     model.zero_grad(set_to_none=True)
@@ -90,8 +92,15 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
         student, base_meta = build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
     check_compatible(teacher, student, tokenizer, tokenizer)
 
-    # --- data: tokenise, truncate, supervise ------------------------------------------------
-    items, empty = load_items(cfg, tokenizer)
+    # --- data: tokenise, truncate, supervise; teacher rows from the cache --------------------
+    encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
+    items, empty = load_items(cfg, encoded)
+    cache, cache_built = None, False
+    if cfg.teacher_cache:
+        cache, cache_built = teacher_cache.get_or_build(cfg, teacher, teacher_meta["id"], tokenizer, tok_key,
+                                                        encoded, device)
+        items = cache.attach(items)
+    live = None if cache else teacher  # the model the training steps run, if any
     s = loop_settings(cfg, len(items))
     if s.steps < 1:
         raise ValueError(f"{len(items)} training items cannot fill one batch of {cfg.batch_size}")
@@ -102,16 +111,16 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     # --- measure (profiler, before training) and train --------------------------------------
     n_prof = min(cfg.profile_steps, s.steps)
     prof_steps = [micro_batches(items, schedule[i], s.grad_accum, pad) for i in range(n_prof)]
-    prof = measure(student, teacher, prof_steps, s, device)
+    prof = measure(student, live, prof_steps, s, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stats = train_loop(student, items, pad, s, device, teacher=teacher, desc=f"run {rid}", progress=progress)
+    stats = train_loop(student, items, pad, s, device, teacher=live, desc=f"run {rid}", progress=progress)
     if device.type == "cuda":
         peak, peak_source = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
     else:
         # Parameters of both models and AdamW's two moments persist; gradients and activations
         # are inside the profiled step's peak.
-        static = tensor_bytes(teacher) + 3 * tensor_bytes(student)
+        static = (tensor_bytes(live) if live else 0) + 3 * tensor_bytes(student)
         peak, peak_source = static + prof["step_peak_bytes"], "cpu_profiler_step_allocations+parameters+adam_state"
 
     # --- evaluate ---------------------------------------------------------------------------
@@ -121,13 +130,18 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
                        cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed)
 
     # --- record -----------------------------------------------------------------------------
+    # The output heads run only where the next token is supervised, so they count per target.
     prof_shapes = [tuple(b["input_ids"].shape) for step in prof_steps for b in step]
+    prof_targets = sum(supervised_targets(b) for step in prof_steps for b in step)
     sc, tc = student.config, teacher.config
-    student_sample = analytic_flops(sc, prof_shapes, backward=True)
-    teacher_sample = analytic_flops(tc, prof_shapes, backward=False)
-    scale = analytic_flops(sc, all_shapes) / student_sample  # profiled steps -> whole run
-    measured_student = prof["flops"] - prof["teacher_flops"]
     seen = [items[i] for idx in schedule for i in idx]  # every example the steps consumed
+    all_targets = sum(sum(it.supervised.values()) for it in seen)
+    student_sample = analytic_flops(sc, prof_shapes, head_tokens=prof_targets)
+    student_run = analytic_flops(sc, all_shapes, head_tokens=all_targets)
+    teacher_sample = analytic_flops(tc, prof_shapes, backward=False, head_tokens=prof_targets)
+    teacher_run = analytic_flops(tc, all_shapes, backward=False, head_tokens=all_targets)
+    scale = student_run / student_sample  # profiled steps -> whole run
+    measured_student = prof["flops"] - prof["teacher_flops"]
     sup = {k: sum(it.supervised[k] for it in seen) for k in ("P", "CoT", "A")}
     record = {
         "run_id": rid,
@@ -135,7 +149,8 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
         "env": records.env_info(device),
         "teacher": {"id": teacher_meta["id"], "accuracy": teacher_meta["accuracy"],
                     "parameters": teacher_meta["parameters"], "train_seconds": teacher_meta["train_seconds"],
-                    "cached": False},
+                    "cached": cache is not None,
+                    "cache": cache.record(cache_built) if cache else None},
         "student": {"init": cfg.init, "base_id": base_meta["id"] if base_meta else None,
                     "base_accuracy": base_meta["accuracy"] if base_meta else None,
                     "base_one_op_accuracy": base_meta["quality"]["one_op_facts"]["accuracy"] if base_meta else None,
@@ -160,11 +175,15 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
             # Student forward+backward FLOPs of the whole run: the profiler's count on the
             # profiled steps, scaled to the run by the analytic ratio of all steps to them.
             "flops_profiler": measured_student * scale,
-            "flops_analytic": analytic_flops(sc, all_shapes),
+            "flops_analytic": student_run,
             "flops_ratio": measured_student / student_sample,
+            # Teacher forward FLOPs the run's steps spent: 0 when its rows came from the cache
+            # (whose one-off cost is teacher.cache.build_flops_analytic). The "live" count is
+            # what a teacher pass per step would cost, as in the paper's set-up.
             "flops_teacher_profiler": prof["teacher_flops"] * scale,
-            "flops_teacher_analytic": analytic_flops(tc, all_shapes, backward=False),
-            "flops_teacher_ratio": prof["teacher_flops"] / teacher_sample,
+            "flops_teacher_analytic": teacher_run if live else 0.0,
+            "flops_teacher_ratio": prof["teacher_flops"] / teacher_sample if live else None,
+            "flops_teacher_live_analytic": teacher_run,
             "profiled_steps": n_prof,
             # The implementation profiled (and trained): only eager exposes the attention
             # matmuls to the profiler, so flops_ratio is ~1 under eager and < 1 under sdpa.

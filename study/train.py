@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.pipeline import TrainItem, collate
-from .losses import LossParts, distillation_loss
+from .losses import IGNORE_INDEX, DenseTeacher, HeadTeacher, LossParts, Teacher, TopKTeacher, chunked_distillation_loss
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,49 @@ def supervised_targets(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
+def output_head(model) -> torch.Tensor:
+    """The [V, d] output projection. The chunked loss forms logits as hidden @ head.T, which
+    is the model's own output only without a bias or logit scaling (true of Qwen3)."""
+    head = model.get_output_embeddings()
+    scaled = any(getattr(model.config, a, None) for a in ("final_logit_softcapping", "logit_scale"))
+    if getattr(head, "bias", None) is not None or scaled:
+        raise NotImplementedError(
+            f"{type(model).__name__} has an output bias or logit scaling, which the chunked loss "
+            "does not apply; use a model whose head is a plain projection (e.g. Qwen3)")
+    return head.weight
+
+
+def hidden_rows(model, batch, mask) -> torch.Tensor:
+    """Final hidden states [N, d] at the positions whose next token is supervised."""
+    out = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    return out.last_hidden_state[:, :-1][mask]
+
+
+def teacher_rows(teacher, batch, mask) -> Teacher | None:
+    """The teacher's view of the supervised rows: cached in the batch, or a live forward."""
+    if "teacher_logprobs" in batch:
+        return DenseTeacher(batch["teacher_logprobs"][:, :-1][mask])
+    if "teacher_topk_indices" in batch:
+        return TopKTeacher(batch["teacher_topk_indices"][:, :-1][mask].long(),
+                           batch["teacher_topk_logprobs"][:, :-1][mask])
+    if teacher is None:
+        return None
+    with torch.no_grad():
+        return HeadTeacher(hidden_rows(teacher, batch, mask), output_head(teacher))
+
+
 def loss_step(model, teacher, batch, s: LoopSettings, num_supervised: int, device) -> LossParts:
-    """Forward (teacher under no_grad), loss, backward for one micro-batch."""
+    """Forward (teacher under no_grad, unless its rows are cached in the batch), loss,
+    backward for one micro-batch. Only supervised positions reach the output heads."""
     batch = {k: v.to(device) for k, v in batch.items()}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    teacher_logits = None
-    if teacher is not None:
-        with torch.no_grad(), autocast:
-            teacher_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    with autocast:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    parts = distillation_loss(
-        logits, batch["labels"], teacher_logits, alpha=s.alpha, kind=s.loss,
+    mask = batch["labels"][:, 1:] != IGNORE_INDEX  # position t predicts the label at t + 1
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        target = teacher_rows(teacher, batch, mask)
+        hidden = hidden_rows(model, batch, mask)
+    parts = chunked_distillation_loss(
+        hidden, output_head(model), batch["labels"][:, 1:][mask], target, alpha=s.alpha, kind=s.loss,
         temperature=s.temperature, beta=s.beta, num_supervised=num_supervised,
     )
-    del logits, teacher_logits  # free the [B, T, V] tensors before backward
     parts.total.backward()
     return parts
 

@@ -57,3 +57,29 @@ def test_half_sequence_halves_flops_and_step_memory(tok):
     assert half["flops"] / full["flops"] < 0.5  # linear terms halve, attention quarters
     assert half["step_peak_bytes"] / full["step_peak_bytes"] < 0.6
     assert full["step_peak_bytes"] > 8 * 128 * model.config.vocab_size * 4  # at least the logits
+
+
+def test_training_step_heads_run_on_supervised_rows_only(tok):
+    """The chunked loss forms logits only where the next token is supervised; the analytic
+    count with head_tokens matches the profiler, and fewer targets mean fewer FLOPs."""
+    from study.train import LoopSettings, loss_step
+
+    torch.manual_seed(0)
+    model = build_model(MODEL, tok, attn_implementation="eager")
+    teacher = build_model(MODEL, tok, attn_implementation="eager").eval().requires_grad_(False)
+    ids = torch.randint(0, model.config.vocab_size, (4, 64))
+    s = LoopSettings(steps=1, batch_size=4, lr=1e-3, alpha=0.5)
+    measured = {}
+    for name, supervised_from in [("all", 1), ("tail", 48)]:
+        labels = ids.clone()
+        labels[:, :supervised_from] = -100
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+        n = int((labels[:, 1:] != -100).sum())
+        out = profile_step(lambda _: loss_step(model, teacher, batch, s, n, torch.device("cpu")), 1,
+                           torch.device("cpu"))
+        model.zero_grad(set_to_none=True)
+        expected = (analytic_flops(model.config, [(4, 64)], head_tokens=n)
+                    + analytic_flops(teacher.config, [(4, 64)], backward=False, head_tokens=n))
+        assert out["flops"] == pytest.approx(expected, rel=0.05), name
+        measured[name] = out["flops"]
+    assert measured["tail"] < measured["all"]

@@ -68,11 +68,30 @@ def test_lead_span_halves_tokens_and_flops(two_runs):
     assert half["data"]["supervised_by_section"]["A"] == 0  # the answer sits in the cut half
 
 
+def test_cached_and_live_teacher_runs_agree(two_runs, tiny_cache):
+    out, full, _ = two_runs
+    live = run(tiny_config(tiny_cache, teacher_cache=False), out, progress=False)
+    cached = full
+    assert cached["teacher"]["cached"] and not live["teacher"]["cached"] and live["teacher"]["cache"] is None
+    cache = cached["teacher"]["cache"]
+    assert cache["mode"] == "exact" and cache["examples"] == 64 and cache["bytes"] > 0
+    assert cache["build_seconds"] > 0 and cache["build_flops_analytic"] > 0
+    # Same steps, same targets to float32 rounding: the loss curves coincide.
+    for a, b in zip(cached["curve"], live["curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    # The teacher's FLOPs move out of the steps into the one-off cache build.
+    assert cached["compute"]["flops_teacher_analytic"] == 0 == cached["compute"]["flops_teacher_profiler"]
+    assert live["compute"]["flops_teacher_profiler"] == pytest.approx(live["compute"]["flops_teacher_analytic"], rel=0.10)
+    assert live["compute"]["flops_teacher_live_analytic"] == cached["compute"]["flops_teacher_live_analytic"]
+    assert live["compute"]["flops_profiler"] == pytest.approx(cached["compute"]["flops_profiler"], rel=0.02)
+
+
 def test_records_load_flattens(two_runs):
     out, full, half = two_runs
     df = records.load(out)
-    assert len(df) == 2
+    assert len(df) >= 2
     assert set(df["config.lsp"]) == {1.0, 0.5}
+    assert "teacher.cache.bytes_per_token" in df.columns
     assert f"quality.{TASK}.accuracy" in df.columns and "compute.flops_profiler" in df.columns
     assert isinstance(df["curve"].iloc[0], list)
 

@@ -40,6 +40,8 @@ class TrainItem:
     labels: list[int]  # -100 where not supervised
     supervised: dict[str, int]  # supervised target tokens per section
     full_length: int  # tokens before truncation
+    # Cached teacher rows for these ids (study/teacher_cache.py): name -> [len(ids), ...] view.
+    teacher: dict[str, torch.Tensor] | None = None
 
 
 def encode(examples, tokenizer) -> list[Encoded]:
@@ -85,7 +87,9 @@ def _item(enc: Encoded, ids: list[int], secs: list[Section], mask: list[bool]) -
 
 
 def collate(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence in the batch; padded positions are unsupervised."""
+    """Right-pad to the longest sequence in the batch; padded positions are unsupervised.
+    Cached teacher rows become ``teacher_<name>`` tensors [batch, width, ...] (zeros on padding,
+    which no loss reads)."""
     width = max(len(it.ids) for it in items)
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), -100, dtype=torch.long)
@@ -95,7 +99,14 @@ def collate(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
         input_ids[row, :n] = torch.tensor(it.ids)
         labels[row, :n] = torch.tensor(it.labels)
         attention[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if items[0].teacher is not None:
+        for name, first in items[0].teacher.items():
+            out = torch.zeros((len(items), width, *first.shape[1:]), dtype=first.dtype)
+            for row, it in enumerate(items):
+                out[row, : len(it.ids)] = it.teacher[name]
+            batch[f"teacher_{name}"] = out
+    return batch
 
 
 def full_sequence_items(encoded: list[Encoded], supervise: str) -> list[TrainItem]:
