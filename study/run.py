@@ -11,6 +11,7 @@ atomically as ``<out>/<run_id>.json`` with the raw lm-eval output beside it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     rid = run_id(cfg)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
 
     # --- models: cached teacher, student from the cached base (or scratch) --------------------
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
@@ -126,8 +128,10 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     # --- evaluate ---------------------------------------------------------------------------
     data_file = test_file(cfg, cfg.corpus, tokenizer, tok_key)
     out_dir = Path(out_dir)
+    eval_start = time.perf_counter()
     quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks,
                        cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed)
+    eval_seconds = time.perf_counter() - eval_start
 
     # --- record -----------------------------------------------------------------------------
     # The output heads run only where the next token is supervised, so they count per target.
@@ -169,6 +173,10 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
         },
         "compute": {
             "train_seconds": stats["seconds"],
+            "eval_seconds": eval_seconds,
+            # The whole run in this process: model loading (and any teacher, base or cache
+            # build it triggered), profiling, training, evaluation.
+            "wall_seconds": time.perf_counter() - started,
             "tokens_per_second": stats["tokens"] / stats["seconds"],
             "peak_memory_bytes": int(peak),
             "peak_memory_source": peak_source,

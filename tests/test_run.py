@@ -37,8 +37,10 @@ def test_record_contract(two_runs):
     assert data["tokens_supervised"] == sum(data["supervised_by_section"].values())
     assert data["tokens_forwarded"] == data["tokens_full_sequences"]  # lsp 1 forwards everything
     assert data["steps"] == len(rec["curve"]) == 64 // 8
-    for key in ("train_seconds", "tokens_per_second", "peak_memory_bytes", "flops_profiler", "flops_analytic"):
+    for key in ("train_seconds", "tokens_per_second", "peak_memory_bytes", "flops_profiler", "flops_analytic",
+                "eval_seconds"):
         assert compute[key] > 0
+    assert compute["wall_seconds"] > compute["train_seconds"] + compute["eval_seconds"]
     assert compute["peak_memory_source"].startswith("cpu_profiler")
     assert compute["attention"] == "eager"
     assert compute["flops_profiler"] == pytest.approx(compute["flops_analytic"], rel=0.10)
