@@ -42,9 +42,15 @@ def atomic_dir(final: Path, build) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         build(tmp)
-        tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if final.is_dir() and any(final.iterdir()):
+            return final  # another process built the same artefact first: theirs is as good
         raise
     return final
 

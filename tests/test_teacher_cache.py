@@ -126,3 +126,27 @@ def test_cache_refuses_changed_sequences(world):
         cache.rows(enc.id, [enc.ids[0] + 1, *enc.ids[1:]])
     with pytest.raises(KeyError, match="not in the teacher cache"):
         cache.rows("no-such-example", enc.ids)
+
+
+def test_artefact_built_twice_at_once_keeps_the_first(tmp_path):
+    """Two processes building the same artefact: the second rename fails, and it uses the
+    first one's folder instead of failing (or leaving its temporary folder behind)."""
+    from study.models import atomic_dir
+
+    final = tmp_path / "teacher_outputs-x"
+
+    def build(tmp):
+        (tmp / "meta.json").write_text("second")
+        final.mkdir()  # meanwhile the other process finished
+        (final / "meta.json").write_text("first")
+
+    assert atomic_dir(final, build) == final
+    assert (final / "meta.json").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher_outputs-x"]
+
+    def broken(tmp):
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError, match="build failed"):
+        atomic_dir(tmp_path / "other", broken)
+    assert not (tmp_path / "other").exists() and len(list(tmp_path.iterdir())) == 1
