@@ -62,6 +62,28 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
 
+def _check_mix(kind: str, temperature: float, alpha: float, has_teacher: bool) -> None:
+    """The checks both loss entry points share: divergence, temperature, alpha, teacher."""
+    _check_kind(kind)
+    _check_temperature(temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if not has_teacher and alpha != 0.0:
+        raise ValueError(
+            f"no teacher but alpha={alpha!r}; a teacher is needed unless alpha == 0 (plain fine-tuning)"
+        )
+
+
+def _denominator(n_supervised: int, num_supervised: int | None) -> int:
+    """The loss normaliser: this call's supervised targets, or the accumulation group's."""
+    if num_supervised is not None and num_supervised < n_supervised:
+        raise ValueError(
+            f"num_supervised={num_supervised} is smaller than the {n_supervised} "
+            "supervised targets in this call; it should count the whole accumulation group"
+        )
+    return max(n_supervised if num_supervised is None else num_supervised, 1)
+
+
 def token_divergence(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -140,15 +162,7 @@ def distillation_loss(
     group so that summing micro-batch losses reproduces the full-batch loss.
     With no supervised target all parts are 0.0 and still backward-able.
     """
-    _check_kind(kind)
-    _check_temperature(temperature)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if teacher_logits is None and alpha != 0.0:
-        raise ValueError(
-            f"teacher_logits is None but alpha={alpha!r}; a teacher is needed unless "
-            "alpha == 0 (plain fine-tuning)"
-        )
+    _check_mix(kind, temperature, alpha, teacher_logits is not None)
     if student_logits.dim() != 3 or labels.shape != student_logits.shape[:2]:
         raise ValueError(
             f"expected student_logits [B, T, V] and labels [B, T], got "
@@ -164,12 +178,7 @@ def distillation_loss(
     targets = labels[:, 1:]  # [B, T-1]
     mask = targets != IGNORE_INDEX  # [B, T-1]
     n_supervised = int(mask.sum().item())
-    if num_supervised is not None and num_supervised < n_supervised:
-        raise ValueError(
-            f"num_supervised={num_supervised} is smaller than the {n_supervised} "
-            "supervised targets in this call; it should count the whole accumulation group"
-        )
-    denom = max(n_supervised if num_supervised is None else num_supervised, 1)
+    denom = _denominator(n_supervised, num_supervised)
 
     # Boolean indexing keeps only supervised rows, so the [N, V] float32 copies
     # below never cover padding or prompt tokens.
@@ -316,12 +325,7 @@ def chunked_distillation_loss(
     Returns the same LossParts as ``distillation_loss`` on the full logits; gradients flow to
     ``hidden`` and ``weight``. ``chunk_tokens`` defaults to CHUNK_ELEMENTS // V rows.
     """
-    _check_kind(kind)
-    _check_temperature(temperature)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if teacher is None and alpha != 0.0:
-        raise ValueError(f"no teacher but alpha={alpha!r}; a teacher is needed unless alpha == 0")
+    _check_mix(kind, temperature, alpha, teacher is not None)
     if isinstance(teacher, TopKTeacher) and temperature != 1.0:
         raise ValueError(
             f"a top-k teacher cache holds log-probabilities at temperature 1, not {temperature!r}: "
@@ -333,12 +337,7 @@ def chunked_distillation_loss(
             f"hidden has {n} rows, targets {tuple(targets.shape)}, teacher "
             f"{len(teacher) if teacher is not None else None}: all must describe the same rows"
         )
-    if num_supervised is not None and num_supervised < n:
-        raise ValueError(
-            f"num_supervised={num_supervised} is smaller than the {n} supervised targets in this "
-            "call; it should count the whole accumulation group"
-        )
-    denom = max(n if num_supervised is None else num_supervised, 1)
+    denom = _denominator(n, num_supervised)
     chunk = chunk_tokens or max(1, CHUNK_ELEMENTS // weight.shape[0])
     total, ce, kd = _ChunkedLoss.apply(hidden, weight, targets, teacher, alpha, kind, temperature,
                                        beta, denom, chunk)

@@ -139,14 +139,14 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     prof_targets = sum(supervised_targets(b) for step in prof_steps for b in step)
     sc, tc = student.config, teacher.config
     seen = [items[i] for idx in schedule for i in idx]  # every example the steps consumed
-    all_targets = sum(sum(it.supervised.values()) for it in seen)
+    sup = {k: sum(it.supervised[k] for it in seen) for k in ("P", "CoT", "A")}
+    all_targets = sum(sup.values())
     student_sample = analytic_flops(sc, prof_shapes, head_tokens=prof_targets)
     student_run = analytic_flops(sc, all_shapes, head_tokens=all_targets)
     teacher_sample = analytic_flops(tc, prof_shapes, backward=False, head_tokens=prof_targets)
     teacher_run = analytic_flops(tc, all_shapes, backward=False, head_tokens=all_targets)
     scale = student_run / student_sample  # profiled steps -> whole run
     measured_student = prof["flops"] - prof["teacher_flops"]
-    sup = {k: sum(it.supervised[k] for it in seen) for k in ("P", "CoT", "A")}
     record = {
         "run_id": rid,
         "config": asdict(cfg),
@@ -168,7 +168,7 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
             "tokens_padded": stats["tokens_padded"],
             # What the same steps would forward without truncation.
             "tokens_full_sequences": sum(it.full_length for it in seen),
-            "tokens_supervised": sum(sup.values()),
+            "tokens_supervised": all_targets,
             "supervised_by_section": sup,
         },
         "compute": {

@@ -110,6 +110,8 @@ def sequences_for(cfg: RunConfig, encoded) -> list[tuple[str, list[int]]]:
 def build(teacher, sequences: list[tuple[str, list[int]]], mode: str, k: int, out: Path, pad_id: int,
           device) -> None:
     """Run the teacher once over every sequence and write the cache files into ``out``."""
+    if len({sid for sid, _ in sequences}) != len(sequences):  # before the teacher pass, not after
+        raise ValueError("example ids must be unique to key the teacher cache")
     start_time = time.perf_counter()
     vocab = teacher.config.vocab_size
     lengths = [len(ids) for _, ids in sequences]
@@ -164,8 +166,6 @@ def build(teacher, sequences: list[tuple[str, list[int]]], mode: str, k: int, ou
         "build_flops_analytic": analytic_flops(teacher.config, shapes, backward=False),
     }
     index = {sid: [int(offsets[i]), lengths[i]] for i, (sid, _) in enumerate(sequences)}
-    if len(index) != len(sequences):
-        raise ValueError("example ids must be unique to key the teacher cache")
     (out / "index.json").write_text(json.dumps(index))
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
