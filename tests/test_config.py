@@ -132,35 +132,23 @@ def test_config_hash_order_independent():
 # --- errors --------------------------------------------------------------------------------
 
 
-def test_unknown_top_level_key_lists_valid_keys(tmp_path):
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        # An unknown key names itself and lists the valid ones, at any depth, in the YAML
+        # file or in a --set override.
+        ("lps: 0.5\n", [], ["lps", "lsp", "condition"]),
+        (YAML, ["conditon=A"], ["conditon", "condition"]),
+        ("corpus:\n  foo: 1\n", [], ["corpus.foo", "under corpus", "layout", "max_ops"]),
+        (YAML, ["teacher.model.width=3"], ["teacher.model.width", "hidden_size"]),
+    ],
+)
+def test_unknown_key_is_named_with_the_valid_ones(tmp_path, text, overrides, expected):
     with pytest.raises(ValueError) as err:
-        load_config(write(tmp_path, "lps: 0.5\n"))
+        load_config(write(tmp_path, text), overrides)
     msg = str(err.value)
-    assert "lps" in msg
-    assert "lsp" in msg and "condition" in msg
-
-
-def test_unknown_override_key_lists_valid_keys(yaml_file):
-    with pytest.raises(ValueError) as err:
-        load_config(yaml_file, ["conditon=A"])
-    msg = str(err.value)
-    assert "conditon" in msg and "condition" in msg
-
-
-def test_unknown_nested_key_named_with_its_path(tmp_path):
-    with pytest.raises(ValueError) as err:
-        load_config(write(tmp_path, "corpus:\n  foo: 1\n"))
-    msg = str(err.value)
-    assert "corpus.foo" in msg
-    assert "under corpus" in msg
-    assert "layout" in msg and "max_ops" in msg
-
-
-def test_unknown_deep_override_key(yaml_file):
-    with pytest.raises(ValueError) as err:
-        load_config(yaml_file, ["teacher.model.width=3"])
-    msg = str(err.value)
-    assert "teacher.model.width" in msg and "hidden_size" in msg
+    for part in expected:
+        assert part in msg
 
 
 @pytest.mark.parametrize(
