@@ -1,11 +1,12 @@
-"""Command line: ``study run``, ``study show``, ``study corpus-stats``.
+"""Command line: ``study run``, ``study grid``, ``study show``, ``study corpus-stats``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
+    study grid configs/grids/truncation.yaml --out results/runs      # resumes; --quick, --jobs 2
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
     study corpus-stats --config configs/default.yaml
 
 Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing) ends
-with one clear line on stderr and exit status 2.
+with one clear line on stderr and exit status 2; a grid with failed cells ends with status 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     _common(p_run)
     p_run.add_argument("--out", required=True, help="folder for the record (<run_id>.json)")
     p_run.add_argument("--no-progress", action="store_true")
+    p_grid = sub.add_parser("grid", help="run every cell of a grid (skips cells whose record exists)")
+    p_grid.add_argument("grid", help="grid YAML (see configs/grids/)")
+    p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every cell (teacher_cache=false); repeatable")
+    p_grid.add_argument("--out", required=True, help="folder for the records (<run_id>.json)")
+    p_grid.add_argument("--quick", action="store_true", help="the small budget and seeds of quick.yaml")
+    p_grid.add_argument("--base", help="base run config instead of the grid's own `base`")
+    p_grid.add_argument("--jobs", type=int, default=1, help="cells at once (each with cores/jobs threads)")
+    p_grid.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
+    p_grid.add_argument("--no-progress", action="store_true")
     p_show = sub.add_parser("show", help="print a training sequence with sections and supervision marked")
     _common(p_show)
     p_show.add_argument("--index", type=int, default=0)
@@ -43,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
+        if args.command == "grid":
+            return _grid(args)
         cfg = load_config(args.config, args.set)
         if args.command == "run":
             from .records import record_path
@@ -60,6 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"study {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _grid(args) -> int:
+    from .grid import describe, load_grid, run_grid, status
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    grid = load_grid(args.grid, args.set, quick=args.quick, base=args.base)
+    if args.dry_run:
+        for cell in grid.cells:
+            print(f"{cell.run_id}  {status(cell, args.out):8s} {cell.label} (seed {cell.seed})")
+        return 0
+    summary = run_grid(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
+    print(describe(summary))
+    return 1 if summary["failures"] else 0
 
 
 def _show(cfg, index: int, color: bool) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 from lm_eval import simple_evaluate
@@ -20,6 +19,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from .data.tokenizer import END_THINK, render_prompt
+from .records import atomic_write_text
 
 TASK = "study_synthetic"
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -29,13 +29,9 @@ def write_test_split(examples, tokenizer, path: Path) -> Path:
     """The lm-eval dataset file: rendered prompt and gold answer per test problem."""
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        for ex in examples:
-            f.write(json.dumps({"id": ex.id, "prompt": render_prompt(tokenizer, ex.question), "answer": ex.answer}) + "\n")
-    os.replace(tmp, path)
-    return path
+    lines = [json.dumps({"id": ex.id, "prompt": render_prompt(tokenizer, ex.question), "answer": ex.answer})
+             for ex in examples]
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,8 +81,5 @@ def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch
              "generation": s["resps"][0][0], "last_boxed": s["filtered_resps"][0]}
             for s in samples
         ]
-        raw_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = raw_path.with_name(raw_path.name + ".tmp")
-        tmp.write_text(json.dumps(raw, indent=1, default=str))
-        os.replace(tmp, raw_path)
+        atomic_write_text(raw_path, json.dumps(raw, indent=1, default=str))
     return quality

@@ -54,19 +54,31 @@ def record_path(out_dir: str | Path, run_id: str) -> Path:
     return Path(out_dir) / f"{run_id}.json"
 
 
-def write(record: dict, out_dir: str | Path) -> Path:
-    missing = [k for k in REQUIRED if k not in record]
-    if missing:
-        raise ValueError(f"record lacks required keys: {', '.join(missing)}")
-    path = record_path(out_dir, record["run_id"])
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename, so a reader (or a
+    resumed grid) sees the old file or the whole new one, never a part. A writer killed
+    midway leaves only ``.<name>.<pid>.tmp``, which ``temporaries`` finds."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def temporaries(out_dir: str | Path, run_id: str) -> list[Path]:
+    """Temporary files a killed writer of run ``run_id`` may have left in ``out_dir``."""
+    return sorted(Path(out_dir).glob(f".{run_id}.*.tmp"))
+
+
+def write(record: dict, out_dir: str | Path) -> Path:
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise ValueError(f"record lacks required keys: {', '.join(missing)}")
+    return atomic_write_text(record_path(out_dir, record["run_id"]), json.dumps(record, indent=1))
 
 
 def read(path: str | Path) -> dict:

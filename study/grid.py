@@ -1,0 +1,379 @@
+"""Grids as data: a YAML file whose axes are the paper's independent variables, expanded into
+run configs, and a runner that resumes.
+
+    study grid configs/grids/truncation.yaml --out results/runs            # all cells, 3 seeds
+    study grid configs/grids/truncation.yaml --quick --out /tmp/runs       # small budget, 1 seed
+    study grid configs/grids/supervision.yaml --set teacher_cache=false --out results/runs
+
+A grid file::
+
+    name: truncation
+    description: lead-span proportion 0.1 ... 1.0 under P+CoT+A
+    base: ../default.yaml          # the run config every cell starts from (relative to this file)
+    seeds: [42, 43, 44]            # every cell runs once per seed
+    set: {lsp: 0.5}                # optional: overrides for every cell (dotted keys allowed)
+    axes:                          # optional: the cartesian product of these values
+      lsp: [0.1, 0.2, 1.0]
+    cells:                         # optional: explicit cells, each with its own overrides
+      - label: cut after </think>
+        set: {cut_after_think: true}
+
+A cell's config is the base config, then (``--quick``) the quick grid's ``set``, then the
+grid's ``set``, then the cell's own values, then the seed, then the command line's ``--set``.
+
+The runner writes each cell's record as ``<out>/<run_id>.json`` (atomically, see
+``records``); a cell whose record exists is skipped, so an interrupted grid resumes where it
+stopped, after a ``kill -9`` included. A failing cell writes ``<run_id>.error.json`` (its
+traceback) and the grid goes on; a later run retries it. Each cell is guarded by an
+exclusive lock, so two grids sharing cells can run at the same time without doing one twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import records
+from .config import RunConfig, config_from_dict, run_id
+
+log = logging.getLogger(__name__)
+
+GRID_KEYS = ("name", "description", "base", "seeds", "set", "axes", "cells")
+CELL_KEYS = ("label", "set")
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str  # what the cell varies, e.g. "lsp=0.5" or an explicit label
+    seed: int
+    config: RunConfig
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    path: Path
+    cells: list[Cell]
+    # The study's reference run: base config + quick ``set`` + ``--set``, first seed (the
+    # grid's own ``set`` is part of what its cells vary). Tables and figures label each
+    # record by how its config differs from this.
+    reference: RunConfig
+    duplicates: list[str] = field(default_factory=list)  # cells that collapsed onto another
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    """``_set(d, "corpus.layout", "late")`` sets ``d["corpus"]["layout"]``."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{dotted}: {part} is not a mapping")
+    node[leaf] = value
+
+
+def _apply(data: dict, overrides: dict) -> dict:
+    out = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for key, value in overrides.items():
+        _set(out, str(key), value)
+    return out
+
+
+def _label(overrides: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base config"
+
+
+def _check_mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping of config keys to values, got {value!r}")
+    return value
+
+
+def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | Path = False,
+              base: str | Path | None = None) -> Grid:
+    """Read and expand a grid file. ``quick`` applies the ``set`` and ``seeds`` of
+    ``quick.yaml`` beside the grid (or of the given file); ``base`` replaces the grid's base
+    config (tests point it at a tiny one). Every cell is validated here, before anything runs."""
+    path = Path(path)
+    spec = _read_yaml(path, "grid file")
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a grid file is a mapping with keys {', '.join(GRID_KEYS)}")
+    unknown = sorted(set(spec) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown grid key(s) {', '.join(unknown)}; valid: {', '.join(GRID_KEYS)}")
+    base_path = Path(base) if base is not None else path.parent / spec.get("base", "../default.yaml")
+    base_data = _read_yaml(base_path, f"base config of grid {path}")
+    seeds = spec.get("seeds", [base_data.get("seed", RunConfig.seed)])
+    if quick:
+        quick_path = path.with_name("quick.yaml") if quick is True else Path(quick)
+        qspec = _read_yaml(quick_path, "quick grid")
+        base_data = _apply(base_data, _check_mapping(qspec.get("set"), f"{quick_path}: set"))
+        seeds = qspec.get("seeds", seeds[:1])
+    data = _apply(base_data, _check_mapping(spec.get("set"), f"{path}: set"))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise ValueError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+
+    variations = []  # (label, overrides) per cell, before seeds
+    axes = _check_mapping(spec.get("axes"), f"{path}: axes")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: axis {key} must be a non-empty list of values, got {values!r}")
+    if axes:
+        for combo in itertools.product(*axes.values()):
+            cell = dict(zip(axes, combo))
+            variations.append((_label(cell), cell))
+    for i, cell in enumerate(spec.get("cells") or []):
+        if not isinstance(cell, dict) or set(cell) - set(CELL_KEYS):
+            raise ValueError(f"{path}: cell {i + 1} must be a mapping with keys {', '.join(CELL_KEYS)}, "
+                             f"e.g. {{label: cut after </think>, set: {{cut_after_think: true}}}}; got {cell!r}")
+        sets = _check_mapping(cell.get("set"), f"{path}: cell {i + 1} set")
+        variations.append((str(cell.get("label") or _label(sets)), sets))
+    if not variations:
+        raise ValueError(f"{path}: the grid has no cells; give axes or cells")
+
+    cells, seen, dupes = [], {}, []
+    for (label, sets), seed in itertools.product(variations, seeds):
+        where = f"{path}: cell {label!r}, seed {seed}"
+        try:
+            cfg = config_from_dict(_apply(data, {**sets, "seed": seed}), list(overrides))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        rid = run_id(cfg)
+        if rid in seen:  # e.g. --set lsp=0.5 on the truncation grid makes every cell one run
+            dupes.append(f"{label} (seed {seed}) = {seen[rid]}")
+            continue
+        seen[rid] = f"{label} (seed {seed})"
+        cells.append(Cell(label, seed, cfg, rid))
+    for d in dupes:
+        log.warning("%s: cell %s: same run, kept once", path, d)
+    reference = config_from_dict(_apply(base_data, {"seed": seeds[0]}), list(overrides))
+    return Grid(str(spec.get("name") or path.stem), str(spec.get("description") or ""), path, cells,
+                reference, dupes)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def error_path(out_dir: Path, rid: str) -> Path:
+    return out_dir / f"{rid}.error.json"
+
+
+def status(cell: Cell, out_dir: str | Path) -> str:
+    """"done" (a complete record exists), "failed" (its last attempt wrote an error) or "pending"."""
+    out_dir = Path(out_dir)
+    path = records.record_path(out_dir, cell.run_id)
+    if path.exists():
+        try:
+            rec = records.read(path)
+            if all(k in rec for k in records.REQUIRED):
+                return "done"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+        # Records are only ever renamed into place whole, so this file came from elsewhere;
+        # move it aside (nothing is deleted) and run the cell again.
+        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+        log.warning("%s is not a complete record; moved to %s and the cell will run again", path, aside.name)
+        os.replace(path, aside)
+    return "failed" if error_path(out_dir, cell.run_id).exists() else "pending"
+
+
+@contextlib.contextmanager
+def cell_lock(out_dir: Path, rid: str):
+    """Exclusive, non-blocking lock on one cell; yields False if another process holds it.
+    The kernel drops the lock when its holder dies, so a killed grid never leaves it stuck."""
+    lock_dir = out_dir / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{rid}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cost(cfg: RunConfig) -> float:
+    """Relative cost of a cell, for the time-left estimate: training scales with the tokens
+    kept; loading, profiling and evaluation add about a quarter of a full default run."""
+    kept = cfg.lsp if not cfg.cut_after_think else 0.93 * cfg.lsp
+    return cfg.epochs * cfg.corpus.train_examples * (kept + 0.25)
+
+
+def run_cell(cell: Cell, out_dir: str | Path) -> dict:
+    """Run one cell unless it is done or running elsewhere. Returns an outcome dict with
+    ``status`` ran / skipped / busy / failed."""
+    from .run import run
+
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    with cell_lock(out_dir, cell.run_id) as mine:
+        if not mine:
+            return {"status": "busy", "seconds": 0.0}
+        if status(cell, out_dir) == "done":  # finished by another process meanwhile
+            return {"status": "skipped", "seconds": 0.0}
+        for tmp in records.temporaries(out_dir, cell.run_id):  # left by a killed writer
+            tmp.unlink()
+        try:
+            rec = run(cell.config, out_dir, progress=False)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # the grid goes on; the error is kept for the summary and retried later
+            log.error("cell %s (seed %s, run %s) failed: %s", cell.label, cell.seed, cell.run_id, e)
+            records.atomic_write_text(error_path(out_dir, cell.run_id), json.dumps({
+                "run_id": cell.run_id, "label": cell.label, "seed": cell.seed,
+                "config": asdict(cell.config), "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }, indent=1))
+            return {"status": "failed", "seconds": time.perf_counter() - started, "error": f"{type(e).__name__}: {e}"}
+        error_path(out_dir, cell.run_id).unlink(missing_ok=True)
+        q = next(iter(rec["quality"].values()))
+        return {"status": "ran", "seconds": time.perf_counter() - started, "accuracy": q["accuracy"],
+                "train_seconds": rec["compute"]["train_seconds"]}
+
+
+def prepare(cfg: RunConfig) -> None:
+    """Build (or find) what a cell shares with others before any cell runs: tokenizer,
+    teacher, base student and teacher-output cache. Parallel workers then only read them."""
+    from . import teacher_cache
+    from .data.pipeline import encode
+    from .data.synthetic import make_splits
+    from .models import get_tokenizer
+    from .pretrain import get_base, get_teacher
+    from .train import pick_device
+
+    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    teacher, meta = get_teacher(cfg)
+    if cfg.init == "base":
+        get_base(cfg)
+    if cfg.teacher_cache:
+        encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
+        teacher_cache.get_or_build(cfg, teacher, meta["id"], tokenizer, tok_key, encoded, pick_device(cfg.device))
+
+
+def _shared_key(cfg: RunConfig) -> str:
+    """Cells with equal keys share every cached artefact ``prepare`` builds."""
+    d = asdict(cfg)
+    keep = ("corpus", "tokenizer", "teacher", "base", "init", "teacher_cache", "teacher_cache_mode",
+            "teacher_cache_topk", "window", "cache_dir", "lsp")
+    key = {k: d[k] for k in keep}
+    if cfg.window == "left":
+        key.pop("lsp")  # left windows of any lsp slice the full-sequence cache
+    return json.dumps(key, sort_keys=True)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = True) -> dict:
+    """Run every pending cell of ``grid`` into ``out_dir``; returns (and writes to
+    ``<out>/<grid>.grid.json``) a summary of what ran, was skipped and failed.
+
+    ``jobs > 1`` runs that many cells at once in worker processes with ``cores / jobs``
+    torch threads each (on a small CPU, one-thread runs waste less on per-operation
+    overhead); shared artefacts are built first, once, in this process."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    todo, outcomes = [], {}
+    for cell in grid.cells:
+        if status(cell, out_dir) == "done":
+            outcomes[cell.run_id] = {"status": "skipped", "seconds": 0.0}
+        else:
+            todo.append(cell)
+    prep_start = time.perf_counter()
+    for cfg in {_shared_key(c.config): c.config for c in todo}.values():
+        prepare(cfg)
+    prepare_seconds = time.perf_counter() - prep_start
+
+    total = sum(cost(c.config) for c in todo)
+    bar = tqdm(total=round(total), disable=not progress or not todo, unit="", bar_format=(
+        "{desc} |{bar}| {percentage:3.0f}% of the work [{elapsed} elapsed, ~{remaining} left]"))
+
+    def done(cell: Cell, outcome: dict) -> None:
+        outcomes[cell.run_id] = outcome
+        finished = sum(o["status"] != "skipped" for o in outcomes.values())
+        acc = f", acc {outcome['accuracy']:.3f}" if "accuracy" in outcome else ""
+        bar.set_description_str(f"{grid.name}: {finished}/{len(todo)} cells (last: {cell.label}, "
+                                f"seed {cell.seed}: {outcome['status']}{acc})")
+        bar.update(round(cost(cell.config)))
+
+    bar.set_description_str(f"{grid.name}: 0/{len(todo)} cells")
+    if jobs <= 1:
+        for cell in todo:
+            done(cell, run_cell(cell, out_dir))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(run_cell, cell, out_dir): cell for cell in todo}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
+    bar.close()
+
+    by_status = {s: [c for c in grid.cells if outcomes[c.run_id]["status"] == s]
+                 for s in ("ran", "skipped", "busy", "failed")}
+    summary = {
+        "grid": grid.name,
+        "path": str(grid.path),
+        "out": str(out_dir),
+        "cells": len(grid.cells),
+        **{s: len(cs) for s, cs in by_status.items()},
+        "jobs": jobs,
+        "wall_seconds": time.perf_counter() - started,
+        "prepare_seconds": prepare_seconds,
+        "failures": [{"label": c.label, "seed": c.seed, "run_id": c.run_id,
+                      "error": outcomes[c.run_id]["error"]} for c in by_status["failed"]],
+        "runs": [{"label": c.label, "seed": c.seed, "run_id": c.run_id, **outcomes[c.run_id]} for c in grid.cells],
+    }
+    records.atomic_write_text(out_dir / f"{grid.name}.grid.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """The end-of-grid summary as a few lines of text."""
+    lines = [f"grid {summary['grid']}: {summary['cells']} cells -> {summary['out']} "
+             f"({summary['wall_seconds']:.0f} s, {summary['jobs']} job(s))",
+             f"  ran {summary['ran']}, skipped {summary['skipped']} (record exists), "
+             f"failed {summary['failed']}, busy elsewhere {summary['busy']}"]
+    for f in summary["failures"]:
+        lines.append(f"  FAILED {f['label']} (seed {f['seed']}, run {f['run_id']}): {f['error']}")
+    if summary["failures"]:
+        lines.append(f"  tracebacks: {summary['out']}/<run_id>.error.json; run the grid again to retry")
+    return "\n".join(lines)

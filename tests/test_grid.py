@@ -1,0 +1,219 @@
+"""Grids: expansion of the shipped grid files, override order, errors naming the cell, and a
+runner that resumes (skips finished cells, records failures, survives kill -9)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study import records
+from study.cli import main
+from study.config import RunConfig
+from study.grid import load_grid, run_grid, status
+from tiny import tiny_config
+
+GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids"
+STUDY = ("supervision", "truncation", "halves", "controls")
+
+
+@pytest.mark.parametrize("name, cells", [("supervision", 6), ("truncation", 10), ("halves", 3), ("controls", 5),
+                                         ("quick", 4)])
+def test_shipped_grids_expand(name, cells):
+    grid = load_grid(GRIDS / f"{name}.yaml")
+    seeds = {c.seed for c in grid.cells}
+    assert len(grid.cells) == cells * len(seeds)
+    assert len({c.run_id for c in grid.cells}) == len(grid.cells)
+    if name != "quick":
+        assert len(seeds) >= 3  # every study cell has at least three seeds
+        assert grid.reference == RunConfig()  # the study's cells vary from the default run
+
+
+def test_study_grids_cover_the_paper_variables():
+    cfgs = [c.config for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells]
+    assert {c.condition for c in cfgs} == {"A", "P+A", "CoT", "CoT+A", "P+CoT", "P+CoT+A"}
+    assert {round(c.lsp, 1) for c in cfgs} == {round(0.1 * i, 1) for i in range(1, 11)}
+    assert {c.window for c in cfgs if c.lsp == 0.5} == {"left", "middle", "right"}
+    assert any(c.cut_after_think for c in cfgs) and any(c.random_mask > 0 for c in cfgs)
+    assert {(c.corpus.layout, c.lsp) for c in cfgs if c.corpus.layout == "late"} == {("late", 1.0), ("late", 0.5)}
+    budget = [c for c in cfgs if c.corpus.train_examples != RunConfig().corpus.train_examples]
+    assert budget and all(c.lsp == 0.5 and c.corpus.train_examples == 2 * RunConfig().corpus.train_examples
+                          for c in budget)
+    # Shared cells are one run: P+CoT+A at lsp 1.0 is in both the supervision and truncation grids.
+    assert len({c.run_id for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 66
+
+
+def test_random_mask_control_matches_lsp_half(tokenizer):
+    """The controls grid's random_mask drops as many supervised tokens as lsp 0.5 does."""
+    from study.data.pipeline import encode, prepare
+    from study.data.synthetic import make_splits
+
+    cfg = next(c.config for c in load_grid(GRIDS / "controls.yaml").cells if c.config.random_mask > 0)
+    encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
+    supervised = {}
+    for name, c in {"full": RunConfig(), "half": RunConfig(lsp=0.5), "masked": cfg}.items():
+        items, _ = prepare(encoded, c)
+        supervised[name] = sum(sum(it.supervised.values()) for it in items)
+    removed_by_lsp = 1 - supervised["half"] / supervised["full"]
+    assert cfg.random_mask == pytest.approx(removed_by_lsp, abs=0.002)
+    assert supervised["masked"] / supervised["full"] == pytest.approx(1 - cfg.random_mask, abs=0.005)
+
+
+def test_quick_applies_small_budget_and_one_seed():
+    grid = load_grid(GRIDS / "truncation.yaml", quick=True)
+    assert {c.seed for c in grid.cells} == {42}
+    assert {c.config.corpus.train_examples for c in grid.cells} == {800}
+    assert {c.config.eval_examples for c in grid.cells} == {50}
+    # The controls grid's own corpus size wins over the quick budget (it is what the cell varies).
+    ctrl = load_grid(GRIDS / "controls.yaml", quick=True)
+    assert 6400 in {c.config.corpus.train_examples for c in ctrl.cells}
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_override_order_and_duplicates(tmp_path):
+    _write(tmp_path / "base.yaml", {"lsp": 1.0, "alpha": 0.5})
+    g = _write(tmp_path / "g.yaml", {"base": "base.yaml", "seeds": [1, 2], "set": {"alpha": 0.3},
+                                     "axes": {"lsp": [0.5, 1.0]},
+                                     "cells": [{"label": "late", "set": {"corpus.layout": "late"}}]})
+    grid = load_grid(g)
+    assert [(c.label, c.seed) for c in grid.cells] == [
+        ("lsp=0.5", 1), ("lsp=0.5", 2), ("lsp=1.0", 1), ("lsp=1.0", 2), ("late", 1), ("late", 2)]
+    assert {c.config.alpha for c in grid.cells} == {0.3}  # grid set applies to every cell
+    assert grid.cells[-1].config.corpus.layout == "late"  # dotted keys in a cell
+    assert grid.reference.alpha == 0.5  # the grid's own set is part of what it varies
+    # --set comes last: lsp=0.25 makes the lsp cells one run per seed, kept once.
+    over = load_grid(g, ["lsp=0.25"])
+    assert {c.config.lsp for c in over.cells} == {0.25}
+    assert len(over.cells) == 4 and len(over.duplicates) == 2
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"axes": {"lsp": [0.5]}, "sets": {}}, r"unknown grid key\(s\) sets; valid: name"),
+    ({"axes": {"lsp": [0.5, 1.5]}}, r"cell 'lsp=1.5', seed 42: lsp must be in \(0, 1\]"),
+    ({"axes": {"lsp": 0.5}}, r"axis lsp must be a non-empty list"),
+    ({"cells": [{"lsp": 0.5}]}, r"cell 1 must be a mapping with keys label, set"),
+    ({"cells": [{"set": {"colour": 1}}]}, r"cell 'colour=1'.*unknown config key\(s\) colour"),
+    ({"axes": {"lsp": [0.5]}, "seeds": 42}, r"seeds must be a non-empty list of integers"),
+    ({}, r"the grid has no cells"),
+])
+def test_bad_grid_files_name_the_problem(tmp_path, spec, message):
+    _write(tmp_path / "base.yaml", {})
+    g = _write(tmp_path / "g.yaml", {"base": "base.yaml", **spec})
+    with pytest.raises(ValueError, match=message):
+        load_grid(g)
+
+
+def test_cli_grid_errors(tmp_path, capsys):
+    assert main(["grid", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "grid file" in capsys.readouterr().err
+    assert main(["grid", str(GRIDS / "quick.yaml"), "--out", str(tmp_path), "--set", "lsp=2"]) == 2
+    assert "lsp must be in (0, 1]" in capsys.readouterr().err
+    assert main(["grid", str(GRIDS / "quick.yaml"), "--out", str(tmp_path), "--jobs", "0"]) == 2
+
+
+# --- running on tiny real models ----------------------------------------------------------------
+
+
+def tiny_grid(tmp_path: Path, cache, cells: list, seeds=(1, 2)) -> Path:
+    base = asdict(tiny_config(cache))
+    base.pop("device")
+    _write(tmp_path / "tiny.yaml", base)
+    return _write(tmp_path / "grid.yaml", {"name": "tiny", "base": "tiny.yaml", "seeds": list(seeds),
+                                           "cells": cells})
+
+
+def test_grid_runs_skips_and_records_failures(tiny_cache, tmp_path):
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}, {"set": {}},
+                                         # supervises nothing: fails with a clear error
+                                         {"label": "empty", "set": {"condition": "A", "cut_after_think": True}}],
+                  seeds=[1])
+    grid = load_grid(g)
+    out = tmp_path / "runs"
+    first = run_grid(grid, out, progress=False)
+    assert (first["ran"], first["skipped"], first["failed"]) == (2, 0, 1)
+    assert first["failures"][0]["label"] == "empty" and "no supervised token" in first["failures"][0]["error"]
+    err = json.loads((out / f"{grid.cells[2].run_id}.error.json").read_text())
+    assert "Traceback" in err["traceback"] and err["config"]["condition"] == "A"
+    assert [status(c, out) for c in grid.cells] == ["done", "done", "failed"]
+    mtimes = {c.run_id: (out / f"{c.run_id}.json").stat().st_mtime_ns for c in grid.cells[:2]}
+
+    # Resume: finished cells are skipped untouched; the failed one is retried (and fails again).
+    second = run_grid(grid, out, progress=False)
+    assert (second["ran"], second["skipped"], second["failed"]) == (0, 2, 1)
+    assert mtimes == {rid: (out / f"{rid}.json").stat().st_mtime_ns for rid in mtimes}
+    summary = json.loads((out / "tiny.grid.json").read_text())
+    assert summary["skipped"] == 2 and len(summary["runs"]) == 3
+    assert len(records.load(out)) == 2  # error and summary files are not records
+
+
+def test_leftovers_of_a_killed_writer_are_cleaned(tiny_cache, tmp_path):
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}], seeds=[1])
+    cell = load_grid(g).cells[0]
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / f".{cell.run_id}.json.999.tmp").write_text('{"run_id": "trunc')  # half a record
+    (out / f"{cell.run_id}.json").write_text('{"run_id": ')  # not from us: moved aside, not deleted
+    assert status(cell, out) == "pending"
+    assert len(list(out.glob(f"{cell.run_id}.json.invalid-*"))) == 1
+    run_grid(load_grid(g), out, progress=False)
+    assert status(cell, out) == "done"
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_cli_grid_dry_run_lists_status(tiny_cache, tmp_path, capsys):
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}], seeds=[1, 2])
+    assert main(["grid", str(g), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("pending" in line and "lsp=0.5" in line for line in lines)
+
+
+def test_grid_killed_at_random_moments_resumes_to_one_record_per_cell(tiny_cache, tmp_path):
+    """A real `study grid` process killed with SIGKILL at random moments (one of them as soon
+    as a record's temporary file appears), restarted each time, ends with exactly one
+    parseable record per cell and no temporary file."""
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}, {"set": {"lsp": 1.0}}], seeds=[1, 2])
+    grid = load_grid(g)
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "study.cli", "grid", str(g), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = random.Random(0)
+    kills = 0
+
+    def done() -> int:
+        return sum(status(c, out) == "done" for c in grid.cells)
+
+    for attempt in range(12):
+        before = done()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if attempt == 0:  # kill the moment a record's temporary file exists
+            deadline = time.time() + 120
+            while proc.poll() is None and time.time() < deadline and not list(out.glob(".*.json.*.tmp")):
+                time.sleep(0.0005)
+        elif attempt < 4:
+            time.sleep(rng.uniform(4.0, 12.0))
+        else:
+            proc.wait(timeout=600)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        assert done() >= before  # nothing finished is ever lost
+        if proc.returncode == 0:
+            break
+    assert kills >= 2 and proc.returncode == 0
+    for cell in grid.cells:
+        rec = records.read(out / f"{cell.run_id}.json")  # parses
+        assert rec["run_id"] == cell.run_id and rec["config"]["seed"] == cell.seed
+    assert len(list(out.glob("*.json"))) - len(list(out.glob("*.lm_eval.json"))) - 1 == len(grid.cells)  # + summary
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
