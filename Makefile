@@ -1,12 +1,19 @@
 # The two set-up commands of the README. Each creates .venv and installs what it needs.
-#   make reproduce   train/reuse the teacher and base student, distil one student, write its record
+#   make reproduce   the whole default study through the notebooks: records in results/runs,
+#                    executed notebooks in results/notebooks, tables in paper_tables, figures in figures
 #   make test        run the test suite
+# Also: make quick (every notebook on the quick grid's small budget, into results/quick/),
+#       make reproduce JOBS=2 (two cells at once, one thread each).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce test clean
+.PHONY: install reproduce quick test clean
+
+JOBS  ?= 1
+GRID_NOTEBOOKS := supervision truncation halves_controls
+PAPERMILL = $(BIN)/papermill --cwd . -k python3
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +27,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Each grid notebook runs its grids (cells whose record exists are skipped, so an interrupted
+# reproduce resumes), then `paper` regenerates every table and figure from the records.
 reproduce: $(STAMP)
-	$(BIN)/study run --config configs/default.yaml --out results/runs
+	mkdir -p results/notebooks
+	for nb in $(GRID_NOTEBOOKS); do \
+	  $(PAPERMILL) notebooks/$$nb.ipynb results/notebooks/$$nb.ipynb -p jobs $(JOBS) || exit 1; done
+	$(PAPERMILL) notebooks/paper.ipynb results/notebooks/paper.ipynb
+
+quick: $(STAMP)
+	mkdir -p results/quick/notebooks
+	for nb in $(GRID_NOTEBOOKS); do \
+	  $(PAPERMILL) notebooks/$$nb.ipynb results/quick/notebooks/$$nb.ipynb -p quick True \
+	    -p out results/quick/runs -p jobs $(JOBS) || exit 1; done
+	$(PAPERMILL) notebooks/paper.ipynb results/quick/notebooks/paper.ipynb -p quick True \
+	  -p out results/quick/runs -p tables_dir results/quick/paper_tables -p figures_dir results/quick/figures
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

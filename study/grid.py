@@ -377,3 +377,26 @@ def describe(summary: dict) -> str:
     if summary["failures"]:
         lines.append(f"  tracebacks: {summary['out']}/<run_id>.error.json; run the grid again to retry")
     return "\n".join(lines)
+
+
+class GridFailed(RuntimeError):
+    """Some cells failed (their records are missing); their errors are in the summaries."""
+
+
+def run_grids(names: list[str], out_dir: str | Path, quick: bool | str | Path = False, base: str | Path | None = None,
+              overrides: list[str] = (), jobs: int = 1, grids_dir: str | Path = "configs/grids",
+              progress: bool = True) -> RunConfig:
+    """Run the named grids of ``grids_dir`` one after another (what the notebooks call),
+    print each summary, and return the study's reference config for tables and figures.
+    Raises ``GridFailed`` after all grids ran if any cell failed, so a notebook run (and
+    ``make reproduce``) fails visibly; running it again retries only the failed cells."""
+    grids = [load_grid(Path(grids_dir) / f"{name}.yaml", list(overrides), quick=quick, base=base) for name in names]
+    failed = []
+    for grid in grids:
+        summary = run_grid(grid, out_dir, jobs=jobs, progress=progress)
+        print(describe(summary), flush=True)
+        failed += summary["failures"]
+    if failed:
+        raise GridFailed(f"{len(failed)} cell(s) failed: " + "; ".join(f"{f['label']} (seed {f['seed']}): {f['error']}"
+                                                                       for f in failed))
+    return grids[0].reference

@@ -1,0 +1,437 @@
+"""The paper's tables as pure functions of a records DataFrame, written as Markdown, LaTeX and CSV.
+
+Four tables, each selecting its rows by variant (study/analysis.py), never by grid:
+
+- ``supervision``: the six supervision conditions at lsp 1.0 (paper, Table 1);
+- ``truncation``: lead-span proportion, accuracy, retention and cost (paper, Table 2);
+- ``halves_controls``: left/middle/right 50% windows (paper, Table 3) and our controls
+  (random mask, cut after </think>, token-budget match, late-answer corpus);
+- ``significance``: one row per claimed comparison, with the test behind it.
+
+A table is a DataFrame of raw numbers (the CSV); confidence intervals are ``<name> CI low`` /
+``<name> CI high`` columns that the Markdown and LaTeX merge into ``[lo, hi]``. Variants that
+are absent from the records are skipped, so a partial study gives partial tables.
+
+    from study.tables import write_all, truncation_table
+    write_all("results/runs", "paper_tables")      # 4 tables x (.md, .tex, .csv)
+    truncation_table(load("results/runs"))         # the same numbers as a DataFrame
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from .analysis import flat_config, holm, label_variants, mean_ci, ratio_ci, select, variant_of, welch
+from .config import RunConfig
+from .records import load
+from .sections import CONDITIONS
+
+log = logging.getLogger(__name__)
+
+# --- column names (units in the header) ------------------------------------------------------
+SETTING = "setting"
+ACC = "accuracy"
+ACC_FIRST = r"accuracy (first \boxed{})"
+N = "seeds"
+SUPERVISED = "supervised tokens"
+TOKENS = "tokens forwarded"
+SECONDS = "train time (s)"
+MEMORY = "peak memory (MB)"
+FLOPS = "train FLOPs (profiler)"
+RETENTION = "retention"
+RETENTION_FIRST = r"retention (first \boxed{})"
+LOW, HIGH = " CI low", " CI high"  # suffixes of the interval columns
+
+COST_COLUMNS = {  # table column -> record column (means over seeds)
+    SUPERVISED: "data.tokens_supervised",
+    TOKENS: "data.tokens_forwarded",
+    SECONDS: "compute.train_seconds",
+    MEMORY: "compute.peak_memory_bytes",
+    FLOPS: "compute.flops_profiler",
+}
+SCALE = {MEMORY: 1e-6}  # bytes -> MB (10^6 bytes)
+
+TEACHER = "teacher"
+BASE = "base student (no distillation)"
+WELCH = "Welch t-test over seeds"
+
+CAPTIONS = {
+    "supervision": "Supervision allocation at lsp 1.0: accuracy by supervised sections "
+                   "(mean and 95% CI over seeds).",
+    "truncation": "Lead-span truncation: accuracy, retention (accuracy relative to lsp 1.0) "
+                  "and training cost by lead-span proportion.",
+    "halves_controls": "Which 50% window, and controls: random mask, cut after </think>, "
+                       "token-budget match, late-answer corpus.",
+    "significance": "Tests behind the claimed comparisons (accuracy, Welch t-test over seeds).",
+}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _prepare(df: pd.DataFrame, reference: RunConfig | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Label the records' variants against ``reference``."""
+    return label_variants(df, reference), flat_config(reference or RunConfig())
+
+
+def _variant(ref: dict[str, Any], **overrides) -> dict[str, Any]:
+    """The variant dict of a config given as overrides of the reference (``corpus__layout`` ->
+    ``corpus.layout``); overrides equal to the reference drop out, as label_variants does."""
+    row = {f"config.{k.replace('__', '.')}": v for k, v in overrides.items()}
+    return variant_of(row, ref)
+
+
+def _present(df: pd.DataFrame, keys: set[str]) -> list[dict[str, Any]]:
+    """Distinct variants in ``df`` whose keys are a subset of ``keys``."""
+    out: list[dict[str, Any]] = []
+    for v in df["variant"]:
+        if set(v) <= keys and v not in out:
+            out.append(v)
+    return out
+
+
+def _mean(rows: pd.DataFrame, column: str) -> float:
+    return float(rows[column].mean()) if column in rows and len(rows) else math.nan
+
+
+def _summary(rows: pd.DataFrame, costs: tuple[str, ...]) -> dict[str, Any]:
+    acc, low, high, n = mean_ci(rows[ACC])
+    out = {ACC: acc, ACC + LOW: low, ACC + HIGH: high, N: n,
+           ACC_FIRST: _mean(rows, "accuracy_first_boxed")}
+    for name in costs:
+        out[name] = _mean(rows, COST_COLUMNS[name]) * SCALE.get(name, 1.0)
+    return out
+
+
+def _reference_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Teacher and base student rows for the runs in a table: single models, so an accuracy
+    and no seed interval. A corpus variant (the late-answer corpus) has its own teacher and base
+    student; each distinct model gets a row, named by the corpus keys all its runs share."""
+    out = []
+    for id_col, name, acc_col in (("teacher.id", TEACHER, "teacher.accuracy"),
+                                  ("student.base_id", BASE, "student.base_accuracy")):
+        if acc_col not in rows or rows[acc_col].isna().all():
+            continue
+        keyed = rows.assign(_model=rows[id_col] if id_col in rows else "")
+        for _, group in keyed.groupby("_model", sort=False, dropna=False):
+            if group[acc_col].isna().all():
+                continue  # e.g. runs from scratch record no base student
+            shared = set.intersection(*({(k, str(v)) for k, v in var.items() if k.startswith("corpus.")}
+                                        for var in group["variant"]))
+            label = name + (f" ({', '.join(f'{k}={v}' for k, v in sorted(shared))})" if shared else "")
+            out.append({SETTING: label, ACC: float(group[acc_col].dropna().iloc[0])})
+    return out
+
+
+def _frame(reference_rows: list[dict], rows: list[dict], note: str | None = None) -> pd.DataFrame:
+    """A table from its rows; empty (no reference rows either) when no variant was present."""
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(reference_rows + rows, columns=list(rows[0]))  # column order: a data row's
+    if N in table:
+        table[N] = table[N].astype("Int64")  # seeds are counts; reference models have none
+    if note:
+        table.attrs["note"] = note
+    return table
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+def supervision_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+    """Teacher and base student, then the six conditions (paper order) at the reference lsp:
+    accuracy mean and 95% CI over seeds, seeds, first-\\boxed{} accuracy, supervised tokens and
+    train time (means)."""
+    if df.empty:
+        return pd.DataFrame()
+    df, ref = _prepare(df, reference)
+    rows, used = [], []
+    for condition in CONDITIONS:
+        sel = select(df, _variant(ref, condition=condition))
+        if len(sel):
+            rows.append({SETTING: condition, **_summary(sel, (SUPERVISED, SECONDS))})
+            used.append(sel)
+    if not rows:
+        return pd.DataFrame()
+    return _frame(_reference_rows(pd.concat(used)), rows)
+
+
+def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+    """Per lead-span proportion present (sorted): accuracy (mean, CI), retention = acc(lsp) /
+    acc(lsp 1.0) with a 95% CI, by the last \\boxed{} (the paper's rule) and by the first, and
+    the costs (tokens forwarded, train time, peak memory, profiler FLOPs) as means and as
+    ratios of means to lsp 1.0.
+
+    Retention is paired by seed where the seeds match (seed s at lsp x against seed s at
+    lsp 1.0: same base student, same batch order), the mean and t interval of per-seed ratios;
+    otherwise a delta-method interval around the ratio of means (analysis.ratio_ci). The table
+    note says which was used."""
+    if df.empty:
+        return pd.DataFrame()
+    df, ref = _prepare(df, reference)
+    full = select(df, {})
+    costs = (TOKENS, SECONDS, MEMORY, FLOPS)
+    full_costs = _summary(full, costs)
+    rows, used, delta_rows = [], [], []
+    lsps = sorted(v.get("lsp", ref["lsp"]) for v in _present(df, {"lsp"}))
+    for lsp in lsps:
+        sel = select(df, _variant(ref, lsp=lsp))
+        row = {SETTING: f"lsp {_proportion(lsp)}", "lsp": lsp, **_summary(sel, costs)}
+        for name, column in ((RETENTION, ACC), (RETENTION_FIRST, "accuracy_first_boxed")):
+            if len(full):
+                mean, low, high, _, method = ratio_ci(sel, full, column)
+                if method == "delta" and name == RETENTION:
+                    delta_rows.append(_proportion(lsp))
+            else:
+                mean = low = high = math.nan
+            row.update({name: mean, name + LOW: low, name + HIGH: high})
+        for name in costs:  # ratio of means: costs barely vary over seeds
+            denominator = full_costs[name]
+            row[f"{name.split(' (')[0]} ratio"] = row[name] / denominator if denominator else math.nan
+        rows.append(row)
+        used.append(sel)
+    if not rows:
+        return pd.DataFrame()
+    delta = "delta method around the ratio of means (seeds do not pair)"
+    if full.empty:
+        how = "not available (no lsp 1.0 runs)"
+    elif len(delta_rows) == len(rows):
+        how = delta
+    else:
+        how = "paired by seed (mean and t interval of per-seed ratios)"
+        if delta_rows:
+            how += f", except at lsp {', '.join(delta_rows)}: {delta}"
+    note = (f"Retention = accuracy / accuracy at lsp 1.0; its 95% CI is {how}. Cost ratios are "
+            "ratios of means to lsp 1.0. Accuracy counts the last \\boxed{} (the paper's rule); "
+            "the first-\\boxed{} columns count the first.")
+    return _frame(_reference_rows(pd.concat(used)), rows, note)
+
+
+def _halves_controls_variants(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict]]:
+    half = 0.5
+    out = [("full sequence (lsp 1.0)", {}),
+           ("left 50% (lead span, lsp 0.5)", _variant(ref, lsp=half)),
+           ("middle 50%", _variant(ref, lsp=half, window="middle")),
+           ("right 50%", _variant(ref, lsp=half, window="right"))]
+    # Random masks: whichever fractions were run (the grid matches lsp 0.5's dropped tokens).
+    masks = sorted(v["random_mask"] for v in _present(df, {"random_mask"}) if v)
+    out += [(f"random mask {m:g}", _variant(ref, random_mask=m)) for m in masks]
+    budget = 2 * ref["corpus.train_examples"]
+    out += [("cut after </think>", _variant(ref, cut_after_think=True)),
+            (f"token budget (lsp 0.5, {budget} examples)",
+             _variant(ref, lsp=half, corpus__train_examples=budget)),
+            ("late answer, lsp 1.0", _variant(ref, corpus__layout="late")),
+            ("late answer, lsp 0.5", _variant(ref, corpus__layout="late", lsp=half))]
+    return out
+
+
+def halves_controls_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+    """Full sequence, left/middle/right 50% windows and the controls that are present, plus
+    teacher and base-student rows (one per corpus): accuracy (mean, CI), seeds, first-\\boxed{}
+    accuracy, tokens forwarded, train time, and FLOPs as a ratio to the full-sequence run."""
+    if df.empty:
+        return pd.DataFrame()
+    df, ref = _prepare(df, reference)
+    full_flops = _mean(select(df, {}), COST_COLUMNS[FLOPS])
+    rows, used = [], []
+    for label, variant in _halves_controls_variants(df, ref):
+        sel = select(df, variant)
+        if len(sel):
+            row = {SETTING: label, **_summary(sel, (TOKENS, SECONDS, FLOPS))}
+            row["FLOPs ratio"] = row[FLOPS] / full_flops if full_flops else math.nan
+            rows.append(row)
+            used.append(sel)
+    if not rows:
+        return pd.DataFrame()
+    note = "FLOPs ratio is to the full-sequence run on the default corpus (lsp 1.0)."
+    return _frame(_reference_rows(pd.concat(used)), rows, note)
+
+
+def _comparisons(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict, dict, str]]:
+    cond = {c: _variant(ref, condition=c) for c in CONDITIONS}
+    out = [("CoT vs P+CoT+A", cond["CoT"], cond["P+CoT+A"],
+            "about equal: P+CoT+A does not reliably beat CoT")]
+    # Per condition, not pooled: the paper claims that *every* CoT-inclusive condition beats
+    # A and P+A, and a pooled test could hide one that does not.
+    out += [(f"{c} vs {base}", cond[c], cond[base], "CoT-inclusive beats it by a wide margin")
+            for c in ("CoT", "CoT+A", "P+CoT", "P+CoT+A") for base in ("A", "P+A")]
+    half, left, full = 0.5, _variant(ref, lsp=0.5), {}
+    out += [("left 50% vs right 50%", left, _variant(ref, lsp=half, window="right"),
+             "left clearly better"),
+            ("lsp 0.5 vs lsp 1.0", left, full, "lsp 0.5 keeps about 91% of full accuracy")]
+    masks = sorted(v["random_mask"] for v in _present(df, {"random_mask"}) if v)
+    out += [(f"lsp 0.5 (lead span) vs random mask {m:g}", left, _variant(ref, random_mask=m),
+             "not tested (our control: which tokens, or how many)") for m in masks]
+    budget = _variant(ref, lsp=half, corpus__train_examples=2 * ref["corpus.train_examples"])
+    out += [("token budget (lsp 0.5, 2x examples) vs lsp 1.0", budget, full,
+             "open question (no token-budget-matched control)"),
+            ("late answer: lsp 0.5 vs lsp 1.0", _variant(ref, corpus__layout="late", lsp=half),
+             _variant(ref, corpus__layout="late"), "not tested (our control: answer placement)")]
+    return out
+
+
+def significance_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+    """One row per claimed comparison whose two variants are both present: means, difference
+    (a - b), seeds, Welch's t-test over seeds (t, two-sided p), the Holm-adjusted p over the
+    table's comparisons as one family, and the paper's claim."""
+    if df.empty:
+        return pd.DataFrame()
+    df, ref = _prepare(df, reference)
+    rows = []
+    for label, va, vb, claim in _comparisons(df, ref):
+        a, b = select(df, va)[ACC], select(df, vb)[ACC]
+        if len(a) == 0 or len(b) == 0:
+            continue
+        t, p = welch(a, b)
+        rows.append({"comparison": label, "mean a": a.mean(), "mean b": b.mean(),
+                     "difference": a.mean() - b.mean(), "n a": len(a), "n b": len(b),
+                     "test": WELCH, "t": t, "p": p, "paper's claim": claim})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("p") + 1, "p (Holm)", holm(table["p"]))
+    table.attrs["note"] = ("a - b over seeds; p two-sided; p (Holm) adjusts for all comparisons "
+                           "in this table. Accuracy by the last \\boxed{}.")
+    return table
+
+
+# --- formatting and writing --------------------------------------------------------------------
+
+def _proportion(value: float) -> str:
+    text = f"{value:g}"  # 0.25 stays 0.25, 1.0 reads "1.0" as in the paper
+    return text if "." in text or "e" in text else text + ".0"
+
+
+def _number(column: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if column in (N, "n a", "n b"):
+        return f"{int(value)}"
+    if column in (TOKENS, SUPERVISED):
+        return f"{value:,.0f}"
+    if column in (SECONDS, MEMORY):
+        return f"{value:.1f}"
+    if column == FLOPS:
+        return f"{value:.2e}"
+    if column in ("p", "p (Holm)"):
+        return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
+    if column == "t":
+        return f"{value:.2f}"
+    if column == "lsp":
+        return _proportion(value)
+    return f"{value:.3f}"  # accuracies, retentions, ratios, differences
+
+
+def _numeric_columns(table: pd.DataFrame) -> list[bool]:
+    """Per displayed column (intervals merged): whether it shows numbers (right-aligned)."""
+    return [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns if not c.endswith(HIGH)]
+
+
+def _display(table: pd.DataFrame, na: str) -> pd.DataFrame:
+    """Cells as strings; each low/high pair merged into one "<name> 95% CI" column "[lo, hi]"."""
+    out = {}
+    for column in table.columns:
+        if column.endswith(HIGH):
+            continue
+        if column.endswith(LOW):
+            name = column[: -len(LOW)]
+            out[f"{name} 95% CI"] = [
+                na if pd.isna(lo) or pd.isna(hi) else f"[{_number(name, lo)}, {_number(name, hi)}]"
+                for lo, hi in zip(table[column], table[name + HIGH])]
+        else:
+            out[column] = [_number(column, v) or na for v in table[column]]
+    return pd.DataFrame(out)
+
+
+def _latex_escape(text: str) -> str:
+    # One pass, so the braces of an inserted \textbackslash{} are not escaped again.
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               "<": r"\textless{}", ">": r"\textgreater{}"}  # < and > print as other glyphs in OT1
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def _markdown_escape(text: str) -> str:
+    # "</think>" would be read as an HTML tag and vanish; "|" would split the cell.
+    return text.replace("|", r"\|").replace("<", r"\<").replace(">", r"\>")
+
+
+def to_markdown(table: pd.DataFrame, caption: str = "", note: str | None = None) -> str:
+    shown = _display(table, na="–")
+    shown = shown.map(_markdown_escape).rename(columns=_markdown_escape)
+    parts = [f"**{_markdown_escape(caption)}**"] if caption else []
+    # The cells are already formatted: no re-parsing ("1.000" would print as "1").
+    align = ["right" if numeric else "left" for numeric in _numeric_columns(table)]
+    parts.append(shown.to_markdown(index=False, disable_numparse=True, colalign=align))
+    if note:
+        parts.append(f"Note: {_markdown_escape(note)}")
+    return "\n\n".join(parts) + "\n"
+
+
+def to_latex(table: pd.DataFrame, name: str, caption: str = "", note: str | None = None) -> str:
+    """A table float labelled ``tab:<name>`` with booktabs rules, shrunk to the line width when
+    wider (needs ``\\usepackage{booktabs, graphicx}``)."""
+    shown = _display(table, na="--")
+    shown = shown.map(_latex_escape).rename(columns=_latex_escape)
+    spec = "".join("r" if numeric else "l" for numeric in _numeric_columns(table))
+    tex = shown.style.hide(axis="index").to_latex(
+        hrules=True, caption=_latex_escape(caption) or None, label=f"tab:{name}",
+        position="htbp", position_float="centering", column_format=spec)
+    # Wide tables (truncation has 17 columns) would run off the page; narrow ones keep their size.
+    shrink = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{"
+    tex = tex.replace("\\begin{tabular}", shrink + "\\begin{tabular}")
+    tex = tex.replace("\\end{tabular}", "\\end{tabular}}")
+    if note:
+        tex = tex.replace("\\end{table}", f"\\par\\smallskip{{\\footnotesize Note: {_latex_escape(note)}}}\n"
+                                          "\\end{table}")
+    return tex
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    # A reader (or a paper build) never sees half a table, and an interrupted regeneration
+    # leaves the previous file in place.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str = "",
+                note: str | None = None) -> list[Path]:
+    """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (raw numbers, intervals as two
+    columns) under ``out_dir``; ``note`` defaults to the table's own (``table.attrs["note"]``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    note = note if note is not None else table.attrs.get("note")
+    return [_write_atomic(out / f"{name}.md", to_markdown(table, caption, note)),
+            _write_atomic(out / f"{name}.tex", to_latex(table, name, caption, note)),
+            _write_atomic(out / f"{name}.csv", table.to_csv(index=False))]
+
+
+TABLES: dict[str, Callable[[pd.DataFrame, RunConfig | None], pd.DataFrame]] = {
+    "supervision": supervision_table,
+    "truncation": truncation_table,
+    "halves_controls": halves_controls_table,
+    "significance": significance_table,
+}
+
+
+def write_all(df_or_folder: pd.DataFrame | str | Path, out_dir: str | Path = "paper_tables",
+              reference: RunConfig | None = None) -> list[Path]:
+    """Build and write every table from a records DataFrame or a records folder; a table none
+    of whose variants is in the records is skipped (logged), not written empty."""
+    df = df_or_folder if isinstance(df_or_folder, pd.DataFrame) else load(df_or_folder)
+    paths: list[Path] = []
+    for name, build in TABLES.items():
+        table = build(df, reference)
+        if table.empty:
+            log.info("table %s skipped: none of its variants is in the records", name)
+            continue
+        paths += write_table(table, name, out_dir, caption=CAPTIONS[name])
+    return paths

@@ -1,0 +1,262 @@
+"""The paper tables on the fixture records (known accuracies): rows, statistics, files."""
+
+import copy
+import math
+import re
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fixture_records import SEEDS, VARIANTS, fixture_configs, write_fixture_records
+from study import tables
+from study.analysis import holm, label_variants, ratio_ci
+from study.config import config_from_dict
+from study.records import load
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs")
+    write_fixture_records(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def df(records):
+    return load(records)
+
+
+def expected_accuracy(overrides, first=False):
+    """Mean over seeds of the fixture's accuracies, computed from its own table."""
+    for var, acc, acc_first, _ in VARIANTS:
+        if var == overrides:
+            base = acc_first if first else acc
+            return np.mean([round(base + j, 3) for j in (-0.02, 0.0, 0.02)])
+    raise KeyError(overrides)
+
+
+def per_seed(overrides, first=False):
+    """{seed: accuracy} for one fixture variant, from fixture_configs (not the records)."""
+    target = config_from_dict(copy.deepcopy(overrides))
+    return {cfg.seed: (f if first else a) for cfg, a, f, _ in fixture_configs()
+            if replace(cfg, seed=target.seed) == target}
+
+
+def row(table, setting):
+    hit = table[table[tables.SETTING] == setting]
+    assert len(hit) == 1, f"{setting!r} in {list(table[tables.SETTING])}"
+    return hit.iloc[0]
+
+
+# --- supervision ---------------------------------------------------------------------------------
+
+def test_supervision_rows_means_and_intervals(df):
+    table = tables.supervision_table(df)
+    conditions = ["A", "P+A", "CoT", "CoT+A", "P+CoT", "P+CoT+A"]
+    assert list(table[tables.SETTING]) == [tables.TEACHER, tables.BASE, *conditions]
+    for condition in conditions:
+        r = row(table, condition)
+        overrides = {} if condition == "P+CoT+A" else {"condition": condition}
+        assert r[tables.ACC] == pytest.approx(expected_accuracy(overrides))
+        assert r[tables.ACC_FIRST] == pytest.approx(expected_accuracy(overrides, first=True))
+        assert r[tables.ACC + tables.LOW] < r[tables.ACC] < r[tables.ACC + tables.HIGH]
+        assert r[tables.N] == 3
+    assert row(table, "A")[tables.ACC] == pytest.approx(0.30)
+    assert row(table, "CoT")[tables.ACC] == pytest.approx(0.88)
+    teacher, base = row(table, tables.TEACHER), row(table, tables.BASE)
+    assert teacher[tables.ACC] == 1.0 and base[tables.ACC] == pytest.approx(0.11)
+    assert math.isnan(teacher[tables.ACC + tables.LOW]) and pd.isna(teacher[tables.N])
+    assert row(table, "A")[tables.SUPERVISED] > 0 and row(table, "A")[tables.SECONDS] > 0
+
+
+# --- truncation ----------------------------------------------------------------------------------
+
+def test_truncation_retention_paired_by_seed(df):
+    table = tables.truncation_table(df)
+    lsps = [x for x in table["lsp"] if not pd.isna(x)]
+    assert lsps == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    half, full = per_seed({"lsp": 0.5}), per_seed({})
+    assert sorted(half) == list(SEEDS)
+    ratios = [half[s] / full[s] for s in SEEDS]  # about 0.70 / 0.90
+    r = row(table, "lsp 0.5")
+    assert r[tables.RETENTION] == pytest.approx(np.mean(ratios))
+    assert r[tables.RETENTION] == pytest.approx(0.70 / 0.90, abs=0.01)
+    assert r[tables.RETENTION + tables.LOW] < r[tables.RETENTION] < r[tables.RETENTION + tables.HIGH]
+    first = [per_seed({"lsp": 0.1}, True)[s] / per_seed({}, True)[s] for s in SEEDS]
+    assert row(table, "lsp 0.1")[tables.RETENTION_FIRST] == pytest.approx(np.mean(first))
+    assert "paired by seed" in table.attrs["note"] and "delta" not in table.attrs["note"]
+
+
+def test_truncation_ratios_at_full_are_exactly_one(df):
+    r = row(tables.truncation_table(df), "lsp 1.0")
+    for column in ("retention", "tokens forwarded ratio", "train time ratio", "peak memory ratio",
+                   "train FLOPs ratio"):
+        assert r[column] == 1.0, column
+    half = row(tables.truncation_table(df), "lsp 0.5")
+    assert half["tokens forwarded ratio"] == pytest.approx(0.5, abs=1e-5)
+    assert half[tables.MEMORY] == pytest.approx(31_822_944 * 0.65 / 1e6, rel=1e-6)  # bytes -> MB
+
+
+def test_truncation_falls_back_to_delta_method_when_seeds_do_not_pair(df):
+    labelled = label_variants(df)
+    drop = labelled["variant_label"].eq("lsp=0.5") & labelled["seed"].eq(44)
+    table = tables.truncation_table(df[~drop.to_numpy()])
+    r = row(table, "lsp 0.5")
+    half, full = per_seed({"lsp": 0.5}), per_seed({})
+    expected = np.mean([half[42], half[43]]) / np.mean(list(full.values()))
+    assert r[tables.RETENTION] == pytest.approx(expected)
+    assert r[tables.RETENTION + tables.LOW] < expected < r[tables.RETENTION + tables.HIGH]
+    assert "except at lsp 0.5: delta method" in table.attrs["note"]
+
+
+# --- halves and controls -------------------------------------------------------------------------
+
+def test_halves_controls_rows_and_flops_ratio(df):
+    table = tables.halves_controls_table(df)
+    assert list(table[tables.SETTING]) == [
+        tables.TEACHER, tables.BASE, "full sequence (lsp 1.0)", "left 50% (lead span, lsp 0.5)",
+        "middle 50%", "right 50%", "random mask 0.506", "cut after </think>",
+        "token budget (lsp 0.5, 6400 examples)", "late answer, lsp 1.0", "late answer, lsp 0.5"]
+    assert row(table, "right 50%")[tables.ACC] == pytest.approx(0.40)
+    assert row(table, "full sequence (lsp 1.0)")["FLOPs ratio"] == 1.0
+    assert row(table, "token budget (lsp 0.5, 6400 examples)")["FLOPs ratio"] == pytest.approx(2.0, rel=1e-5)
+
+
+def test_a_corpus_with_its_own_teacher_gets_its_own_reference_row(df):
+    late = df["config.corpus.layout"].eq("late")
+    df = df.assign(**{"teacher.id": df["teacher.id"].where(~late, "teacher-late"),
+                      "teacher.accuracy": df["teacher.accuracy"].where(~late, 0.97)})
+    table = tables.halves_controls_table(df)
+    assert row(table, "teacher (corpus.layout=late)")[tables.ACC] == 0.97
+    assert row(table, tables.TEACHER)[tables.ACC] == 1.0
+
+
+# --- significance --------------------------------------------------------------------------------
+
+def test_significance_flags_the_papers_comparisons(df):
+    table = tables.significance_table(df).set_index("comparison")
+    for c in ("CoT", "CoT+A", "P+CoT", "P+CoT+A"):
+        for base in ("A", "P+A"):
+            assert table.loc[f"{c} vs {base}", "p"] < 1e-3
+            assert table.loc[f"{c} vs {base}", "difference"] > 0.5
+    assert table.loc["CoT vs P+CoT+A", "p"] > 0.05
+    assert table.loc["CoT vs P+CoT+A", "mean a"] == pytest.approx(0.88)
+    assert table.loc["left 50% vs right 50%", "difference"] == pytest.approx(0.30)
+    assert set(table["test"]) == {tables.WELCH}
+    assert (table["p (Holm)"] >= table["p"]).all() and (table[["n a", "n b"]] == 3).all().all()
+    assert len(table) == 14  # 1 + 8 supervision, left/right, lsp, random mask, budget, late
+
+
+# --- robustness: missing, extra and one-seed variants ---------------------------------------------
+
+def test_missing_variant_is_skipped(df):
+    labelled = label_variants(df)
+    keep = ~labelled["variant_label"].isin(["condition=CoT", "lsp=0.5, window=middle"]).to_numpy()
+    sup = tables.supervision_table(df[keep])
+    assert "CoT" not in set(sup[tables.SETTING]) and len(sup) == 7
+    assert "middle 50%" not in set(tables.halves_controls_table(df[keep])[tables.SETTING])
+    sig = tables.significance_table(df[keep])
+    assert not sig["comparison"].str.startswith("CoT vs").any() and len(sig) == 14 - 3
+
+
+def test_extra_unrelated_variants_do_not_leak(df):
+    extra = df[df["config.lsp"].isin([0.5, 1.0]) & df["config.condition"].eq("P+CoT+A")
+               & df["config.window"].eq("left") & df["config.corpus.layout"].eq("early")].copy()
+    scratch = extra.assign(**{"config.init": "scratch", "quality.study_synthetic.accuracy": 0.01})
+    uncached = extra.assign(**{"config.teacher_cache": False, "quality.study_synthetic.accuracy": 0.02})
+    mixed = pd.concat([df, scratch, uncached], ignore_index=True)
+    for build in tables.TABLES.values():
+        pd.testing.assert_frame_equal(build(mixed), build(df))
+
+
+def test_one_seed_variants_give_nan_intervals(df):
+    one = df[df["config.seed"].eq(42)]
+    sup = tables.supervision_table(one)
+    a = row(sup, "A")
+    assert a[tables.N] == 1
+    assert math.isnan(a[tables.ACC + tables.LOW]) and math.isnan(a[tables.ACC + tables.HIGH])
+    r = row(tables.truncation_table(one), "lsp 0.5")
+    assert r[tables.RETENTION] == pytest.approx(per_seed({"lsp": 0.5})[42] / per_seed({})[42])
+    assert math.isnan(r[tables.RETENTION + tables.LOW])
+    sig = tables.significance_table(one)
+    assert sig["p"].isna().all() and sig["p (Holm)"].isna().all()
+    assert "| A " in tables.to_markdown(sup)  # NaN intervals format as a dash, no crash
+
+
+def test_empty_records_give_empty_tables(tmp_path):
+    for build in tables.TABLES.values():
+        assert build(pd.DataFrame()).empty
+    assert tables.write_all(pd.DataFrame(), tmp_path) == []
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def test_write_all_writes_three_formats_and_csv_round_trips(records, df, tmp_path):
+    paths = tables.write_all(records, tmp_path)
+    names = ("supervision", "truncation", "halves_controls", "significance")
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in names for e in ("md", "tex", "csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
+    for name in names:
+        table = tables.TABLES[name](df)
+        back = pd.read_csv(tmp_path / f"{name}.csv")
+        assert list(back.columns) == list(table.columns)
+        for column in table.columns:
+            if pd.api.types.is_numeric_dtype(table[column]):
+                np.testing.assert_allclose(back[column].to_numpy(float), table[column].to_numpy(float),
+                                           rtol=1e-12, equal_nan=True)
+            else:
+                assert list(back[column]) == list(table[column])
+
+
+def test_write_all_skips_tables_without_their_variants(df, tmp_path, caplog):
+    only_a = df[df["config.condition"].eq("A")]
+    with caplog.at_level("INFO", logger="study.tables"):
+        paths = tables.write_all(only_a, tmp_path)
+    assert sorted(p.name for p in paths) == ["supervision.csv", "supervision.md", "supervision.tex"]
+    assert "truncation skipped" in caplog.text
+
+
+def test_markdown_formats_numbers_and_escapes_tags(df):
+    md = tables.to_markdown(tables.halves_controls_table(df), caption="c", note="n")
+    assert "cut after \\</think\\>" in md and "</think>" not in md
+    assert "[0.850, 0.950]" in md and "Note: n" in md and md.startswith("**c**")
+    assert "0.900" in md and "1,256,223" in md and "1.29e+12" in md
+
+
+def test_latex_is_escaped_and_well_formed(df):
+    for name, build in tables.TABLES.items():
+        table = build(df)
+        tex = tables.to_latex(table, name, caption=tables.CAPTIONS[name], note=table.attrs.get("note"))
+        assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 1
+        assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+        assert f"\\label{{tab:{name}}}" in tex and "\\caption{" in tex
+        text = re.sub(r"\\label\{[^}]*\}", "", tex)  # a label may hold "_"
+        assert not re.search(r"(?<!\\)[%_#$]", text), name
+        assert "</think>" not in tex and "<" not in tex and ">" not in tex.replace("\\ifdim\\width>", "")
+        assert tex.count("{") == tex.count("}") + tex.count("\\}") - tex.count("\\{")
+        body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+        header = tex.split("\\toprule")[1].split("\\midrule")[0]
+        columns = len(header.replace("\\&", "").split("&"))
+        for line in [header, *body.strip().splitlines()]:  # no unescaped & inside a cell
+            assert len(line.replace("\\&", "").split("&")) == columns
+    tex = tables.to_latex(tables.halves_controls_table(df), "h")
+    assert "cut after \\textless{}/think\\textgreater{}" in tex and "50\\%" in tex
+
+
+# --- the statistics helpers the tables add to analysis ---------------------------------------------
+
+def test_holm_matches_hand_computation():
+    adjusted = holm([0.01, 0.04, float("nan"), 0.03])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, np.nan, 0.06], equal_nan=True)
+
+
+def test_ratio_ci_paired_and_delta():
+    a = pd.DataFrame({"seed": [1, 2, 3], "accuracy": [0.5, 0.6, 0.7]})
+    b = pd.DataFrame({"seed": [3, 1, 2], "accuracy": [1.0, 0.8, 0.9]})
+    mean, low, high, n, method = ratio_ci(a, b)
+    assert method == "paired" and n == 3
+    assert mean == pytest.approx(np.mean([0.5 / 0.8, 0.6 / 0.9, 0.7 / 1.0])) and low < mean < high
+    mean, low, high, n, method = ratio_ci(a, b.assign(seed=[4, 5, 6]))
+    assert method == "delta" and mean == pytest.approx(0.6 / 0.9) and low < mean < high
