@@ -19,6 +19,8 @@ are absent from the records are skipped, so a partial study gives partial tables
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 import os
@@ -29,7 +31,7 @@ import pandas as pd
 
 from .analysis import flat_config, holm, label_variants, mean_ci, ratio_ci, select, variant_of, welch
 from .config import RunConfig
-from .records import load
+from .records import atomic_write_text, load
 from .sections import CONDITIONS
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,10 @@ CAPTIONS = {
                   "and training cost by lead-span proportion.",
     "halves_controls": "Which 50% window, and controls: random mask, cut after </think>, "
                        "token-budget match, late-answer corpus.",
-    "significance": "Tests behind the claimed comparisons (accuracy, Welch t-test over seeds).",
+    "significance": "Tests behind the claimed comparisons (accuracy by the last \\boxed{}, the "
+                    "paper's rule; Welch t-test over seeds).",
+    "significance_first_boxed": "The same tests with accuracy by the first \\boxed{} answer "
+                                "(Welch t-test over seeds).",
 }
 
 
@@ -274,16 +279,25 @@ def _comparisons(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict,
     return out
 
 
-def significance_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+ANSWER_RULES = {"last": ("accuracy", "the last \\boxed{} (the paper's rule)"),
+                "first": ("accuracy_first_boxed", "the first \\boxed{}")}
+
+
+def significance_table(df: pd.DataFrame, reference: RunConfig | None = None, rule: str = "last") -> pd.DataFrame:
     """One row per claimed comparison whose two variants are both present: means, difference
     (a - b), seeds, Welch's t-test over seeds (t, two-sided p), the Holm-adjusted p over the
-    table's comparisons as one family, and the paper's claim."""
+    table's comparisons as one family, and the paper's claim. ``rule`` picks the accuracy:
+    "last" \\boxed{} (the paper's rule) or "first" (students that never learn to stop, after
+    truncation or without A, differ most between the two)."""
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"unknown answer rule {rule!r}; valid: {', '.join(ANSWER_RULES)}")
+    column, rule_text = ANSWER_RULES[rule]
     if df.empty:
         return pd.DataFrame()
     df, ref = _prepare(df, reference)
     rows = []
     for label, va, vb, claim in _comparisons(df, ref):
-        a, b = select(df, va)[ACC], select(df, vb)[ACC]
+        a, b = select(df, va)[column], select(df, vb)[column]
         if len(a) == 0 or len(b) == 0:
             continue
         t, p = welch(a, b)
@@ -295,7 +309,7 @@ def significance_table(df: pd.DataFrame, reference: RunConfig | None = None) -> 
     table = pd.DataFrame(rows)
     table.insert(table.columns.get_loc("p") + 1, "p (Holm)", holm(table["p"]))
     table.attrs["note"] = ("a - b over seeds; p two-sided; p (Holm) adjusts for all comparisons "
-                           "in this table. Accuracy by the last \\boxed{}.")
+                           f"in this table. Accuracy by {rule_text}.")
     return table
 
 
@@ -363,6 +377,8 @@ def _markdown_escape(text: str) -> str:
 
 
 def to_markdown(table: pd.DataFrame, caption: str = "", note: str | None = None) -> str:
+    """The table as Markdown; ``note`` defaults to the table's own (``table.attrs["note"]``)."""
+    note = note if note is not None else table.attrs.get("note")
     shown = _display(table, na="–")
     shown = shown.map(_markdown_escape).rename(columns=_markdown_escape)
     parts = [f"**{_markdown_escape(caption)}**"] if caption else []
@@ -393,15 +409,6 @@ def to_latex(table: pd.DataFrame, name: str, caption: str = "", note: str | None
     return tex
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    # A reader (or a paper build) never sees half a table, and an interrupted regeneration
-    # leaves the previous file in place.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: str = "",
                 note: str | None = None) -> list[Path]:
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (raw numbers, intervals as two
@@ -409,9 +416,9 @@ def write_table(table: pd.DataFrame, name: str, out_dir: str | Path, caption: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     note = note if note is not None else table.attrs.get("note")
-    return [_write_atomic(out / f"{name}.md", to_markdown(table, caption, note)),
-            _write_atomic(out / f"{name}.tex", to_latex(table, name, caption, note)),
-            _write_atomic(out / f"{name}.csv", table.to_csv(index=False))]
+    return [atomic_write_text(out / f"{name}.md", to_markdown(table, caption, note)),
+            atomic_write_text(out / f"{name}.tex", to_latex(table, name, caption, note)),
+            atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))]
 
 
 TABLES: dict[str, Callable[[pd.DataFrame, RunConfig | None], pd.DataFrame]] = {
@@ -419,6 +426,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, RunConfig | None], pd.DataFrame]] = {
     "truncation": truncation_table,
     "halves_controls": halves_controls_table,
     "significance": significance_table,
+    "significance_first_boxed": functools.partial(significance_table, rule="first"),
 }
 
 

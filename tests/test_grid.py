@@ -179,10 +179,11 @@ def test_cli_grid_dry_run_lists_status(tiny_cache, tmp_path, capsys):
 
 
 def test_grid_killed_at_random_moments_resumes_to_one_record_per_cell(tiny_cache, tmp_path):
-    """A real `study grid` process killed with SIGKILL at random moments (one of them as soon
-    as a record's temporary file appears), restarted each time, ends with exactly one
-    parseable record per cell and no temporary file."""
-    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}, {"set": {"lsp": 1.0}}], seeds=[1, 2])
+    """A real `study grid` process killed with SIGKILL at random moments (first as soon as a
+    record's temporary file appears, then at a random delay after its next record, which
+    lands anywhere in the following cell: loading, training, evaluation, writing), restarted
+    each time, ends with exactly one parseable record per cell and no temporary file."""
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": x}} for x in (0.5, 0.7, 0.9, 1.0)], seeds=[1, 2])
     grid = load_grid(g)
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "study.cli", "grid", str(g), "--out", str(out), "--no-progress"]
@@ -193,15 +194,19 @@ def test_grid_killed_at_random_moments_resumes_to_one_record_per_cell(tiny_cache
     def done() -> int:
         return sum(status(c, out) == "done" for c in grid.cells)
 
-    for attempt in range(12):
+    def wait_for(proc, condition, timeout=300) -> None:
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline and not condition():
+            time.sleep(0.0005)
+
+    for attempt in range(8):
         before = done()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if attempt == 0:  # kill the moment a record's temporary file exists
-            deadline = time.time() + 120
-            while proc.poll() is None and time.time() < deadline and not list(out.glob(".*.json.*.tmp")):
-                time.sleep(0.0005)
-        elif attempt < 4:
-            time.sleep(rng.uniform(4.0, 12.0))
+        if attempt == 0:  # the moment a record's temporary file exists
+            wait_for(proc, lambda: list(out.glob(".*.json.*.tmp")))
+        elif attempt < 4:  # somewhere in the cell after the next finished one
+            wait_for(proc, lambda: done() > before)
+            time.sleep(rng.uniform(0.0, 1.5))
         else:
             proc.wait(timeout=600)
         if proc.poll() is None:
@@ -211,7 +216,7 @@ def test_grid_killed_at_random_moments_resumes_to_one_record_per_cell(tiny_cache
         assert done() >= before  # nothing finished is ever lost
         if proc.returncode == 0:
             break
-    assert kills >= 2 and proc.returncode == 0
+    assert kills >= 3 and proc.returncode == 0
     for cell in grid.cells:
         rec = records.read(out / f"{cell.run_id}.json")  # parses
         assert rec["run_id"] == cell.run_id and rec["config"]["seed"] == cell.seed

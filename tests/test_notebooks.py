@@ -29,6 +29,8 @@ def test_notebooks_are_stored_without_outputs_with_one_literal_parameters_cell(p
     assert nb.metadata["kernelspec"]["name"] == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "clear outputs before committing"
+    for cell in code:  # a syntax error would otherwise surface only after a grid has run
+        ast.parse(cell.source)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
     tree = ast.parse(params[0].source)
@@ -64,7 +66,7 @@ def test_notebooks_run_in_quick_mode_and_regenerate_tables_and_figures(tiny_cach
         assert summary["failed"] == 0
 
     _run("paper", tmp_path, **common, tables_dir=str(tmp_path / "tables"), figures_dir=str(tmp_path / "figures"))
-    for table in ("supervision", "truncation", "halves_controls", "significance"):
+    for table in ("supervision", "truncation", "halves_controls", "significance", "significance_first_boxed"):
         for ext in ("md", "tex", "csv"):
             assert (tmp_path / "tables" / f"{table}.{ext}").stat().st_size > 0
     for fig in ("accuracy_vs_lsp", "compute_quality", "supervision", "halves", "first_answer_position",

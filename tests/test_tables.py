@@ -149,6 +149,16 @@ def test_significance_flags_the_papers_comparisons(df):
     assert len(table) == 14  # 1 + 8 supervision, left/right, lsp, random mask, budget, late
 
 
+def test_significance_by_the_first_answer_rule(df):
+    first = tables.significance_table(df, rule="first").set_index("comparison")
+    # Fixture: the first-\boxed{} accuracy of CoT is 0.90 against 0.88 by the last.
+    assert first.loc["CoT vs P+CoT+A", "mean a"] == pytest.approx(0.90)
+    assert first.loc["token budget (lsp 0.5, 2x examples) vs lsp 1.0", "mean a"] == pytest.approx(0.90)
+    assert "first" in first.attrs["note"]
+    with pytest.raises(ValueError, match="unknown answer rule 'middle'; valid: last, first"):
+        tables.significance_table(df, rule="middle")
+
+
 # --- robustness: missing, extra and one-seed variants ---------------------------------------------
 
 def test_missing_variant_is_skipped(df):
@@ -195,7 +205,7 @@ def test_empty_records_give_empty_tables(tmp_path):
 
 def test_write_all_writes_three_formats_and_csv_round_trips(records, df, tmp_path):
     paths = tables.write_all(records, tmp_path)
-    names = ("supervision", "truncation", "halves_controls", "significance")
+    names = ("supervision", "truncation", "halves_controls", "significance", "significance_first_boxed")
     assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in names for e in ("md", "tex", "csv"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
     for name in names:
