@@ -316,7 +316,12 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
             todo.append(cell)
     prep_start = time.perf_counter()
     for cfg in {_shared_key(c.config): c.config for c in todo}.values():
-        prepare(cfg)
+        try:
+            prepare(cfg)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # the cells that need it fail one by one, each with its error record
+            log.warning("building the shared models/caches for seed %s failed (%s); its cells will fail", cfg.seed, e)
     prepare_seconds = time.perf_counter() - prep_start
 
     total = sum(cost(c.config) for c in todo)
