@@ -3,7 +3,9 @@
 #                    executed notebooks in results/notebooks, tables in paper_tables, figures in figures
 #   make test        run the test suite
 # Also: make quick (every notebook on the quick grid's small budget, into results/quick/),
-#       make reproduce JOBS=2 (two cells at once, one thread each).
+#       make reproduce JOBS=2 (two cells at once, one thread each),
+#       make reproduce OUT=results/rerun (train every cell again into a new records folder;
+#       the committed records in results/runs would otherwise all be skipped).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,6 +14,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: install reproduce quick test clean
 
 JOBS  ?= 1
+OUT   ?= results/runs
 GRID_NOTEBOOKS := supervision truncation halves_controls
 PAPERMILL = $(BIN)/papermill --cwd . -k python3
 
@@ -32,8 +35,8 @@ install: $(STAMP)
 reproduce: $(STAMP)
 	mkdir -p results/notebooks
 	for nb in $(GRID_NOTEBOOKS); do \
-	  $(PAPERMILL) notebooks/$$nb.ipynb results/notebooks/$$nb.ipynb -p jobs $(JOBS) || exit 1; done
-	$(PAPERMILL) notebooks/paper.ipynb results/notebooks/paper.ipynb
+	  $(PAPERMILL) notebooks/$$nb.ipynb results/notebooks/$$nb.ipynb -p jobs $(JOBS) -p out $(OUT) || exit 1; done
+	$(PAPERMILL) notebooks/paper.ipynb results/notebooks/paper.ipynb -p out $(OUT)
 
 quick: $(STAMP)
 	mkdir -p results/quick/notebooks

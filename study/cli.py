@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="distil one student and write its record")
     _common(p_run)
     p_run.add_argument("--out", required=True, help="folder for the record (<run_id>.json)")
-    p_run.add_argument("--no-progress", action="store_true")
+    p_run.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p_grid = sub.add_parser("grid", help="run every cell of a grid (skips cells whose record exists)")
     p_grid.add_argument("grid", help="grid YAML (see configs/grids/)")
     p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p_grid.add_argument("--base", help="base run config instead of the grid's own `base`")
     p_grid.add_argument("--jobs", type=int, default=1, help="cells at once (each with cores/jobs threads)")
     p_grid.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
-    p_grid.add_argument("--no-progress", action="store_true")
+    p_grid.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p_show = sub.add_parser("show", help="print a training sequence with sections and supervision marked")
     _common(p_show)
     p_show.add_argument("--index", type=int, default=0)

@@ -31,6 +31,7 @@ exclusive lock, so two grids sharing cells can run at the same time without doin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import itertools
 import json
@@ -124,7 +125,11 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         raise ValueError(f"{path}: a grid file is a mapping with keys {', '.join(GRID_KEYS)}")
     unknown = sorted(set(spec) - set(GRID_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown grid key(s) {', '.join(unknown)}; valid: {', '.join(GRID_KEYS)}")
+        hint = ""
+        if set(unknown) & {f.name for f in dataclasses.fields(RunConfig)}:
+            hint = (f"; {path} looks like a run config: run it with `study run --config {path}`, "
+                    "or use it as the grid's `base` (--base)")
+        raise ValueError(f"{path}: unknown grid key(s) {', '.join(unknown)}; valid: {', '.join(GRID_KEYS)}{hint}")
     base_path = Path(base) if base is not None else path.parent / spec.get("base", "../default.yaml")
     base_data = _read_yaml(base_path, f"base config of grid {path}")
     seeds = spec.get("seeds", [base_data.get("seed", RunConfig.seed)])
@@ -156,6 +161,13 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
     if not variations:
         raise ValueError(f"{path}: the grid has no cells; give axes or cells")
 
+    # The command line's overrides are checked once on their own, so a bad one is reported as
+    # such rather than as a fault of the first cell.
+    try:
+        reference = config_from_dict(_apply(base_data, {"seed": seeds[0]}), list(overrides))
+    except ValueError as e:
+        raise ValueError(f"--set {' '.join(overrides)}: {e}") from None
+
     cells, seen, dupes = [], {}, []
     for (label, sets), seed in itertools.product(variations, seeds):
         where = f"{path}: cell {label!r}, seed {seed}"
@@ -171,7 +183,6 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         cells.append(Cell(label, seed, cfg, rid))
     for d in dupes:
         log.warning("%s: cell %s: same run, kept once", path, d)
-    reference = config_from_dict(_apply(base_data, {"seed": seeds[0]}), list(overrides))
     return Grid(str(spec.get("name") or path.stem), str(spec.get("description") or ""), path, cells,
                 reference, dupes)
 

@@ -118,7 +118,9 @@ def test_cli_grid_errors(tmp_path, capsys):
     assert main(["grid", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "grid file" in capsys.readouterr().err
     assert main(["grid", str(GRIDS / "quick.yaml"), "--out", str(tmp_path), "--set", "lsp=2"]) == 2
-    assert "lsp must be in (0, 1]" in capsys.readouterr().err
+    assert "--set lsp=2: lsp must be in (0, 1]" in capsys.readouterr().err
+    assert main(["grid", str(GRIDS.parent / "default.yaml"), "--out", str(tmp_path)]) == 2
+    assert "looks like a run config: run it with `study run --config" in capsys.readouterr().err
     assert main(["grid", str(GRIDS / "quick.yaml"), "--out", str(tmp_path), "--jobs", "0"]) == 2
 
 
