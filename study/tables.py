@@ -1,29 +1,28 @@
 """The paper's tables as pure functions of a records DataFrame, written as Markdown, LaTeX and CSV.
 
-Four tables, each selecting its rows by variant (study/analysis.py), never by grid:
+Five tables, each selecting its rows by variant (study/analysis.py), never by grid:
 
 - ``supervision``: the six supervision conditions at lsp 1.0 (paper, Table 1);
 - ``truncation``: lead-span proportion, accuracy, retention and cost (paper, Table 2);
 - ``halves_controls``: left/middle/right 50% windows (paper, Table 3) and our controls
   (random mask, cut after </think>, token-budget match, late-answer corpus);
-- ``significance``: one row per claimed comparison, with the test behind it.
+- ``significance``: one row per claimed comparison, with the test behind it, accuracy by the
+  last ``\\boxed{}`` (the paper's rule); ``significance_first_boxed``: the same by the first.
 
 A table is a DataFrame of raw numbers (the CSV); confidence intervals are ``<name> CI low`` /
 ``<name> CI high`` columns that the Markdown and LaTeX merge into ``[lo, hi]``. Variants that
 are absent from the records are skipped, so a partial study gives partial tables.
 
     from study.tables import write_all, truncation_table
-    write_all("results/runs", "paper_tables")      # 4 tables x (.md, .tex, .csv)
+    write_all("results/runs", "paper_tables")      # 5 tables x (.md, .tex, .csv)
     truncation_table(load("results/runs"))         # the same numbers as a DataFrame
 """
 
 from __future__ import annotations
 
 import functools
-
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
