@@ -19,3 +19,13 @@ def tokenizer(tiny_cache):
     from study.models import get_tokenizer
 
     return get_tokenizer(TokenizerConfig(), tiny_cache)[0]
+
+
+@pytest.fixture(scope="session")
+def fixture_records_dir(tmp_path_factory):
+    """The fixture record set (tests/fixture_records.py) written once; tests only read it."""
+    from fixture_records import write_fixture_records
+
+    folder = tmp_path_factory.mktemp("fixture_records")
+    write_fixture_records(folder)
+    return folder

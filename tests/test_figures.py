@@ -11,7 +11,7 @@ from dataclasses import replace
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from fixture_records import SEEDS, VARIANTS, JITTER, write_fixture_records
+from fixture_records import SEEDS, VARIANTS, JITTER
 from matplotlib.container import ErrorbarContainer
 from scipy import stats
 
@@ -25,15 +25,8 @@ from study.sections import CONDITIONS, truncate
 
 
 @pytest.fixture(scope="module")
-def records_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("records")
-    write_fixture_records(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def df(records_dir):
-    return label_variants(load(records_dir))
+def df(fixture_records_dir):
+    return label_variants(load(fixture_records_dir))
 
 
 def fixture_accuracy(variant: dict, first: bool = False) -> tuple[float, float]:
@@ -85,8 +78,8 @@ def test_records_figures_save_png_and_pdf(df, tmp_path, name, draw):
     assert_saved(figures.save(draw(df), name, tmp_path), tmp_path, name)
 
 
-def test_figures_accept_unlabelled_records(records_dir):
-    fig = figures.supervision_bars(load(records_dir))
+def test_figures_accept_unlabelled_records(fixture_records_dir):
+    fig = figures.supervision_bars(load(fixture_records_dir))
     assert len([p for p in fig.axes[0].patches if p.get_gid() == "supervision-bar"]) == 6
 
 
@@ -159,11 +152,11 @@ def test_supervision_bars_are_the_six_conditions_in_paper_order(df):
     assert "accuracy" in ax.get_ylabel()
 
 
-def test_supervision_bars_follow_a_non_default_reference(records_dir):
+def test_supervision_bars_follow_a_non_default_reference(fixture_records_dir):
     # Against a reference whose condition is CoT, the P+CoT+A runs become a variant: the bars
     # must still be the same six conditions with the same heights.
     ref = RunConfig(condition="CoT")
-    fig = figures.supervision_bars(label_variants(load(records_dir), ref), reference=ref)
+    fig = figures.supervision_bars(label_variants(load(fixture_records_dir), ref), reference=ref)
     bars = sorted((p for p in fig.axes[0].patches if p.get_gid() == "supervision-bar"), key=lambda b: b.get_x())
     assert [b.get_height() for b in bars] == pytest.approx([0.30, 0.32, 0.88, 0.90, 0.87, 0.90], abs=1e-9)
 
@@ -214,8 +207,8 @@ def test_halves_with_curves_of_different_lengths(df):
 # --- write_all ------------------------------------------------------------------------------------
 
 
-def test_write_all_from_a_folder_writes_every_records_figure(records_dir, tmp_path):
-    paths = figures.write_all(records_dir, tmp_path)
+def test_write_all_from_a_folder_writes_every_records_figure(fixture_records_dir, tmp_path):
+    paths = figures.write_all(fixture_records_dir, tmp_path)
     assert sorted(p.name for p in paths) == sorted(
         f"{n}.{e}" for n in ("accuracy_vs_lsp", "compute_quality", "supervision", "halves") for e in ("png", "pdf"))
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)

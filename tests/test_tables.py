@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fixture_records import SEEDS, VARIANTS, fixture_configs, write_fixture_records
+from fixture_records import SEEDS, VARIANTS, fixture_configs
 from study import tables
 from study.analysis import holm, label_variants, ratio_ci
 from study.config import config_from_dict
@@ -17,15 +17,8 @@ from study.records import load
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("runs")
-    write_fixture_records(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def df(records):
-    return load(records)
+def df(fixture_records_dir):
+    return load(fixture_records_dir)
 
 
 def expected_accuracy(overrides, first=False):
@@ -203,8 +196,8 @@ def test_empty_records_give_empty_tables(tmp_path):
 
 # --- files ---------------------------------------------------------------------------------------
 
-def test_write_all_writes_three_formats_and_csv_round_trips(records, df, tmp_path):
-    paths = tables.write_all(records, tmp_path)
+def test_write_all_writes_three_formats_and_csv_round_trips(fixture_records_dir, df, tmp_path):
+    paths = tables.write_all(fixture_records_dir, tmp_path)
     names = ("supervision", "truncation", "halves_controls", "significance", "significance_first_boxed")
     assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in names for e in ("md", "tex", "csv"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
