@@ -91,19 +91,13 @@ def _grid(args) -> int:
 
 
 def _show(cfg, index: int, color: bool) -> None:
-    from .data.pipeline import encode
+    from .data.pipeline import example_view
     from .data.synthetic import make_splits
     from .models import get_tokenizer
-    from .data.pipeline import target_mask
-    from .sections import render, truncate
+    from .sections import render
 
     tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
-    train = make_splits(cfg.corpus)["train"]
-    if not 0 <= index < len(train):
-        raise ValueError(f"--index {index} is outside the training split (0..{len(train) - 1})")
-    enc = encode([train[index]], tokenizer)[0]
-    ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
-    mask = target_mask(secs, cfg.condition)
+    enc, ids, secs, mask = example_view(make_splits(cfg.corpus)["train"], index, tokenizer, cfg)
     print(f"run {run_id(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
           f"cut_after_think={cfg.cut_after_think} ({len(ids)}/{len(enc.ids)} tokens kept)")
     print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))

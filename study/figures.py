@@ -539,21 +539,11 @@ def sequence_view(cfg: RunConfig, tokenizer, index: int = 0) -> dict:
     """What a run does to training example ``index``: every token of the full sequence with its
     text, section and status: "supervised" (in the forward pass and the loss), "unsupervised"
     (in the forward pass only) or "dropped" (cut by truncation, never forwarded)."""
-    from .data.pipeline import encode, prepare, target_mask
+    from .data.pipeline import example_view
     from .data.synthetic import make_splits
-    from .sections import truncate
 
     train = make_splits(cfg.corpus)["train"]
-    if not 0 <= index < len(train):
-        raise ValueError(f"index {index} is outside the training split (0..{len(train) - 1})")
-    enc = encode([train[index]], tokenizer)[0]
-    ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
-    mask = target_mask(secs, cfg.condition)
-    if cfg.random_mask:
-        # The random mask draws from one generator over the corpus in order: replay it.
-        items, _ = prepare(encode(train[: index + 1], tokenizer), cfg)
-        last = items[-1] if items and items[-1].id == enc.id else None
-        mask = [lab != -100 for lab in last.labels] if last else [False] * len(ids)
+    enc, ids, _, mask = example_view(train, index, tokenizer, cfg)
     length = sum(s != Section.ANSWER for s in enc.sections) if cfg.cut_after_think else len(enc.ids)
     start = {"left": 0, "middle": (length - len(ids)) // 2, "right": length - len(ids)}[cfg.window]
     assert list(enc.ids[start:start + len(ids)]) == list(ids), "kept span not found in the sequence"

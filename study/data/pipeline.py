@@ -54,23 +54,41 @@ def encode(examples, tokenizer) -> list[Encoded]:
     return out
 
 
-def prepare(encoded: list[Encoded], cfg) -> tuple[list[TrainItem], list[str]]:
-    """Apply the run's truncation and supervision to every sequence.
-
-    Returns the items with at least one supervised token and the ids of those left empty
-    (the caller counts and names them; a run with nothing supervised must fail)."""
+def _views(encoded: list[Encoded], cfg):
+    """Each sequence as the run sees it, in corpus order: (encoded, kept ids, their sections,
+    supervision mask). The random mask draws from one generator over the corpus, so a
+    sequence's mask depends on the sequences before it."""
     rng = random.Random(f"random-mask-{cfg.seed}")  # derived from the run seed only
-    items, empty = [], []
     for enc in encoded:
         ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
         mask = target_mask(secs, cfg.condition)
         if cfg.random_mask:
             mask = random_mask(mask, cfg.random_mask, rng)
+        yield enc, ids, secs, mask
+
+
+def prepare(encoded: list[Encoded], cfg) -> tuple[list[TrainItem], list[str]]:
+    """Apply the run's truncation and supervision to every sequence.
+
+    Returns the items with at least one supervised token and the ids of those left empty
+    (the caller counts and names them; a run with nothing supervised must fail)."""
+    items, empty = [], []
+    for enc, ids, secs, mask in _views(encoded, cfg):
         if not any(mask):
             empty.append(enc.id)
             continue
         items.append(_item(enc, ids, secs, mask))
     return items, empty
+
+
+def example_view(examples, index: int, tokenizer, cfg) -> tuple[Encoded, list[int], list[Section], list[bool]]:
+    """Training example ``index`` of ``examples`` as the run sees it: its encoding, the kept ids
+    and their sections, and the supervision mask (a random mask included, drawn as ``prepare``
+    draws it). For ``study show`` and the example-sequence figure."""
+    if not 0 <= index < len(examples):
+        raise ValueError(f"example index {index} is outside the training split (0..{len(examples) - 1})")
+    *_, view = _views(encode(examples[: index + 1], tokenizer), cfg)
+    return view
 
 
 def target_mask(sections: list[Section], condition: str) -> list[bool]:
