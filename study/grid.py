@@ -290,14 +290,14 @@ def prepare(cfg: RunConfig) -> None:
 
 
 def _shared_key(cfg: RunConfig) -> str:
-    """Cells with equal keys share every cached artefact ``prepare`` builds."""
+    """Cells with equal keys share every cached artefact ``prepare`` builds; the teacher-output
+    part is the cache's own notion of a view (left windows of any lsp share one entry)."""
+    from .teacher_cache import view_of
+
     d = asdict(cfg)
     keep = ("corpus", "tokenizer", "teacher", "base", "init", "teacher_cache", "teacher_cache_mode",
-            "teacher_cache_topk", "window", "cache_dir", "lsp")
-    key = {k: d[k] for k in keep}
-    if cfg.window == "left":
-        key.pop("lsp")  # left windows of any lsp slice the full-sequence cache
-    return json.dumps(key, sort_keys=True)
+            "teacher_cache_topk", "cache_dir")
+    return json.dumps({**{k: d[k] for k in keep}, "view": view_of(cfg)}, sort_keys=True)
 
 
 def _worker_init(threads: int) -> None:
