@@ -125,6 +125,30 @@ def test_half_lead_span_keeps_prefix(encoded):
         assert sum(it.supervised.values()) == keep - 1
 
 
+def test_prepare_literal_windows_and_conditions():
+    from study.data.pipeline import Encoded
+
+    T, E = 1000, 1001  # <think>, </think>
+    P, C, A = Section.PROMPT, Section.COT, Section.ANSWER
+    enc = Encoded("ten", [1, 2, 3, T, 4, 5, E, 6, 7, 8], [P, P, P, C, C, C, C, A, A, A])
+    # middle, lsp 0.5: 5 of 10 tokens from position 2; the first kept token is never a target.
+    (it,), empty = prepare([enc], ns(lsp=0.5, window="middle", condition="P+CoT"))
+    assert empty == [] and it.id == "ten" and it.full_length == 10
+    assert it.ids == [3, T, 4, 5, E]
+    assert it.labels == [-100, T, 4, 5, E]
+    assert it.supervised == {"P": 0, "CoT": 4, "A": 0}
+    # right, lsp 0.5, CoT+A: the last 5 tokens.
+    (it,), _ = prepare([enc], ns(lsp=0.5, window="right", condition="CoT+A"))
+    assert (it.ids, it.labels) == ([5, E, 6, 7, 8], [-100, E, 6, 7, 8])
+    assert it.supervised == {"P": 0, "CoT": 1, "A": 3}
+    # left, lsp 0.6, P+A: 6 tokens, the prompt minus position 0 and no answer kept.
+    (it,), _ = prepare([enc], ns(lsp=0.6, condition="P+A"))
+    assert (it.ids, it.labels) == ([1, 2, 3, T, 4, 5], [-100, 2, 3, -100, -100, -100])
+    assert it.supervised == {"P": 2, "CoT": 0, "A": 0}
+    # cut after </think>, then answer only: nothing left to supervise.
+    assert prepare([enc], ns(cut_after_think=True, condition="A")) == ([], ["ten"])
+
+
 def test_right_window_keeps_suffix(encoded):
     items, _ = prepare(encoded, run_cfg(lsp=0.5, window="right"))
     for it, enc in zip(items, encoded):

@@ -148,25 +148,65 @@ def test_lsp_one_is_identity(ids: list[int], window: str) -> None:
     assert truncate(ids, sections, 1.0, window, cut_after_think=True) == (ids[:n], sections[:n])
 
 
+# A 10-token sequence P P P <think> c c </think> a a a; every id is distinct, so a kept span
+# is read off its ids, and each id has one section.
+TEN_IDS = [1, 2, 3, T, 4, 5, E, 6, 7, 8]
+TEN_SECTIONS = [P, P, P, C, C, C, C, A, A, A]
+SECTION_OF = dict(zip(TEN_IDS, TEN_SECTIONS))
+
+
+@pytest.mark.parametrize(
+    "lsp, cut, left, middle, right",
+    [
+        # 10 tokens: lsp 0.5 keeps 5; the middle drops 2 on the left, 3 on the right.
+        (0.5, False, [1, 2, 3, T, 4], [3, T, 4, 5, E], [5, E, 6, 7, 8]),
+        # int(3.5) = 3; the middle drops 3 left, 4 right (the extra token goes to the right).
+        (0.35, False, [1, 2, 3], [T, 4, 5], [6, 7, 8]),
+        # int(9.9) = 9; the one dropped token is on the right for the middle window.
+        (0.99, False, [1, 2, 3, T, 4, 5, E, 6, 7], [1, 2, 3, T, 4, 5, E, 6, 7], [2, 3, T, 4, 5, E, 6, 7, 8]),
+        # int(0.5) = 0 -> never empty: one token; the middle drops 4 left, 5 right.
+        (0.05, False, [1], [4], [8]),
+        # cut after </think>: 7 tokens remain; int(3.5) = 3.
+        (0.5, True, [1, 2, 3], [3, T, 4], [4, 5, E]),
+        # cut: int(2.1) = 2; the middle drops 2 left, 3 right.
+        (0.3, True, [1, 2], [3, T], [5, E]),
+        (1.0, True, [1, 2, 3, T, 4, 5, E], [1, 2, 3, T, 4, 5, E], [1, 2, 3, T, 4, 5, E]),
+    ],
+)
+def test_truncate_literal_ten_tokens(lsp: float, cut: bool, left: list, middle: list, right: list) -> None:
+    for window, expected in (("left", left), ("middle", middle), ("right", right)):
+        kept_ids, kept_sections = truncate(TEN_IDS, TEN_SECTIONS, lsp, window, cut)
+        assert kept_ids == expected, window
+        assert kept_sections == [SECTION_OF[i] for i in expected], window
+
+
+@st.composite
+def distinct_sequences(draw: st.DrawFn) -> list[int]:
+    """Like ``sequences`` but with distinct ids, so a kept span's position is read off its ids."""
+    n_p, n_c, n_a = (draw(st.integers(0, 12)) for _ in range(3))
+    return list(range(n_p)) + [T] + list(range(100, 100 + n_c)) + [E] + list(range(200, 200 + n_a))
+
+
 @settings(max_examples=200)
-@given(sequences(), lsps, st.sampled_from(WINDOWS), st.booleans())
+@given(distinct_sequences(), lsps, st.sampled_from(WINDOWS), st.booleans())
 def test_kept_span_length_and_position(ids: list[int], lsp: float, window: str, cut: bool) -> None:
     sections = locate_sections(ids, T, E)
     base_ids = ids[: ids.index(E) + 1] if cut else ids
-    base_sections = sections[: len(base_ids)]
     length = len(base_ids)
-    keep = max(1, int(length * lsp))
 
     kept_ids, kept_sections = truncate(ids, sections, lsp, window, cut)
-    assert len(kept_ids) == len(kept_sections) == keep
-
-    start = {"left": 0, "middle": (length - keep) // 2, "right": length - keep}[window]
-    assert kept_ids == base_ids[start : start + keep]
-    assert kept_sections == base_sections[start : start + keep]
-    if window == "middle":
-        # Centred: the tokens dropped on each side differ by at most one.
-        dropped_left, dropped_right = start, length - keep - start
-        assert 0 <= dropped_right - dropped_left <= 1
+    assert len(kept_ids) == len(kept_sections) == max(1, int(length * lsp))  # the paper's rule
+    # A contiguous span of the (cut) sequence, with its own labels.
+    first = base_ids.index(kept_ids[0])
+    assert kept_ids == base_ids[first : first + len(kept_ids)]
+    assert kept_sections == sections[first : first + len(kept_ids)]
+    dropped_left, dropped_right = first, length - first - len(kept_ids)
+    if window == "left":
+        assert dropped_left == 0
+    elif window == "right":
+        assert dropped_right == 0
+    else:  # centred: the sides differ by at most one token, the extra one dropped on the right
+        assert dropped_right - dropped_left in (0, 1)
 
 
 @settings(max_examples=200)
@@ -216,16 +256,49 @@ def test_condition_table() -> None:
     assert SECTION_NAMES == {P: "P", C: "CoT", A: "A"}
 
 
-@settings(max_examples=200)
-@given(sequences(), st.sampled_from(sorted(CONDITIONS)))
-def test_condition_mask_is_union_of_sections(ids: list[int], condition: str) -> None:
-    sections = locate_sections(ids, T, E)
-    union = [False] * len(ids)
-    for section in CONDITIONS[condition]:
-        union = [u or m for u, m in zip(union, _single(sections, section))]
-    assert supervision_mask(sections, condition) == union
-    # and the name agrees with the members
-    assert set(condition.split("+")) == {SECTION_NAMES[s] for s in CONDITIONS[condition]}
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        (  # the 10-token sequence: P P P C C C C A A A
+            TEN_SECTIONS,
+            {
+                "A": [0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+                "P+A": [1, 1, 1, 0, 0, 0, 0, 1, 1, 1],
+                "CoT": [0, 0, 0, 1, 1, 1, 1, 0, 0, 0],
+                "CoT+A": [0, 0, 0, 1, 1, 1, 1, 1, 1, 1],
+                "P+CoT": [1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                "P+CoT+A": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            },
+        ),
+        (  # no prompt and no answer: <think> c </think>
+            [C, C, C],
+            {
+                "A": [0, 0, 0],
+                "P+A": [0, 0, 0],
+                "CoT": [1, 1, 1],
+                "CoT+A": [1, 1, 1],
+                "P+CoT": [1, 1, 1],
+                "P+CoT+A": [1, 1, 1],
+            },
+        ),
+        (  # a one-token prompt and a two-token answer around an empty thought: P C C A A
+            [P, C, C, A, A],
+            {
+                "A": [0, 0, 0, 1, 1],
+                "P+A": [1, 0, 0, 1, 1],
+                "CoT": [0, 1, 1, 0, 0],
+                "CoT+A": [0, 1, 1, 1, 1],
+                "P+CoT": [1, 1, 1, 0, 0],
+                "P+CoT+A": [1, 1, 1, 1, 1],
+            },
+        ),
+    ],
+    ids=["ten-tokens", "cot-only", "empty-thought"],
+)
+def test_condition_masks_literal(sections: list[Section], expected: dict[str, list[int]]) -> None:
+    assert sorted(expected) == sorted(CONDITIONS)  # all six conditions, none more
+    for condition, bits in expected.items():
+        assert supervision_mask(sections, condition) == [bool(b) for b in bits], condition
 
 
 def test_unknown_condition_lists_conditions() -> None:
@@ -281,9 +354,9 @@ def test_supervised_by_section_sums(ids: list[int], condition: str, fraction: fl
     counts = supervised_by_section(sections, mask)
     assert set(counts) == {"P", "CoT", "A"}
     assert sum(counts.values()) == sum(mask)
-    for section in (P, C, A):
-        if section not in CONDITIONS[condition]:
-            assert counts[SECTION_NAMES[section]] == 0
+    for name in ("P", "CoT", "A"):  # a section the condition's name leaves out counts nothing
+        if name not in condition.split("+"):
+            assert counts[name] == 0
 
 
 # --- render ------------------------------------------------------------------

@@ -26,6 +26,98 @@ def _items(encoded, cache, **kw):
     return prepare(encoded, tiny_config(cache, **kw))[0]
 
 
+def _peaked(model, std=0.3):
+    """Redraw every parameter with a large spread, so the model's next-token distributions are
+    far from uniform and a misaligned or mis-weighted KD term is not hidden by near-zero values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+def reference_loss(model, batch, teacher_logits, alpha, temperature):
+    """(1 - alpha) CE + alpha KL(teacher || student) from the full logits, written out here:
+    logits[:, t] score labels[:, t + 1]; only targets with a label count; both terms are
+    divided by the number of supervised targets; the KL is at ``temperature``, times T^2."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    mask = targets != -100
+    n = mask.sum()
+    s = logits[:, :-1][mask]  # [N, V]
+    ce = -s.log_softmax(-1).gather(1, targets[mask][:, None]).sum() / n
+    log_t = (teacher_logits[:, :-1][mask] / temperature).log_softmax(-1)
+    log_s = (s / temperature).log_softmax(-1)
+    kd = (log_t.exp() * (log_t - log_s)).sum() * temperature**2 / n
+    return (1 - alpha) * ce + alpha * kd, ce, kd
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["live-teacher", "cached-logprobs"])
+@pytest.mark.parametrize("alpha,temperature", [(0.5, 1.0), (0.3, 2.0)])
+def test_loss_step_equals_reference_on_full_logits(setup, tiny_cache, cached, alpha, temperature):
+    tok, encoded = setup
+    items = _items(encoded, tiny_cache, condition="CoT+A", random_mask=0.3)[:4]
+    batch = collate(items, tok.pad_token_id)
+    assert len({len(it.ids) for it in items}) > 1  # padding is part of the check
+    torch.manual_seed(0)
+    student = _peaked(build_model(TINY_MODEL, tok).double())
+    teacher = _peaked(build_model(TINY_MODEL, tok).double()).eval()
+    with torch.no_grad():
+        teacher_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    if cached:  # the exact cache: the teacher's log-probabilities ride in the batch
+        batch, live = {**batch, "teacher_logprobs": teacher_logits.log_softmax(-1)}, None
+    else:
+        live = teacher
+    s = LoopSettings(steps=1, batch_size=4, lr=1e-3, alpha=alpha, temperature=temperature)
+    n = sum(sum(it.supervised.values()) for it in items)
+
+    reference = copy.deepcopy(student)
+    total, ce, kd = reference_loss(reference, batch, teacher_logits, alpha, temperature)
+    total.backward()
+    parts = loss_step(student, live, batch, s, n, torch.device("cpu"))
+
+    assert kd.item() > 1e-2  # the KD term is not negligible
+    assert parts.total.item() == pytest.approx(total.item(), rel=1e-10)
+    assert parts.ce.item() == pytest.approx(ce.item(), rel=1e-10)
+    assert parts.kd.item() == pytest.approx(kd.item(), rel=1e-10)
+    for (name, p), (_, q) in zip(student.named_parameters(), reference.named_parameters()):
+        assert q.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-12, msg=name)
+
+
+def test_train_loop_accumulation_equals_one_large_batch(setup, tiny_cache):
+    """grad_accum = 4 micro-batches of 2 must take the same steps as batches of 8: the loss of a
+    step is normalised by the supervised targets of the whole step, not of each micro-batch."""
+    tok, encoded = setup
+    items = _items(encoded, tiny_cache, condition="CoT+A", random_mask=0.3)
+    steps, seed = 3, 5
+    counts = [sum(it.supervised.values()) for it in items]
+    for indices in batch_schedule(len(items), 8, steps, seed):  # micro-batches differ in size
+        assert len({counts[i] + counts[j] for i, j in zip(indices[::2], indices[1::2])}) > 1
+    torch.manual_seed(0)
+    student = build_model(TINY_MODEL, tok).double()
+    teacher = _peaked(build_model(TINY_MODEL, tok).double()).eval()
+    runs = {}
+    for accum in (1, 4):
+        model = copy.deepcopy(student)
+        s = LoopSettings(steps=steps, batch_size=8, lr=3e-3, grad_accum=accum, alpha=0.5, seed=seed)
+        out = train_loop(model, items, tok.pad_token_id, s, torch.device("cpu"), teacher=teacher,
+                         progress=False)
+        runs[accum] = out, model
+    (one, big), (acc, small) = runs[1], runs[4]
+    assert len(one["curve"]) == len(acc["curve"]) == steps
+    for a, b in zip(one["curve"], acc["curve"]):
+        assert a["step"] == b["step"]
+        for key in ("loss", "ce", "kd"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9), (a["step"], key)
+    assert one["tokens"] == acc["tokens"]
+    moved = False
+    for (name, p), (_, q), (_, p0) in zip(big.named_parameters(), small.named_parameters(),
+                                          student.named_parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12, msg=name)
+        moved |= not torch.equal(p, p0)
+    assert moved  # the steps did train
+
+
 def test_batch_of_8_equals_8_accumulated_micro_batches(setup, tiny_cache):
     tok, encoded = setup
     items = _items(encoded, tiny_cache)[:8]
