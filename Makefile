@@ -1,20 +1,22 @@
 # The two set-up commands of the README. Each creates .venv and installs what it needs.
-#   make reproduce   the whole default study through the notebooks: records in results/runs,
-#                    executed notebooks in results/notebooks, tables in paper_tables, figures in figures
+#   make reproduce   the whole default study through the notebooks, into results/reproduced/
+#                    (records in runs/, executed notebooks, tables, figures); nothing committed
+#                    is touched. It resumes: cells whose record is there are skipped.
 #   make test        run the test suite
 # Also: make quick (every notebook on the quick grid's small budget, into results/quick/),
-#       make reproduce JOBS=2 (two cells at once, one thread each),
-#       make reproduce OUT=results/rerun (train every cell again into a new records folder;
-#       the committed records in results/runs would otherwise all be skipped).
+#       make reproduce JOBS=2 (two cells at once, one thread each; other run ids, see README),
+#       make reproduce OUT=DIR (another folder),
+#       make paper (redraw the committed tables, figures and paper notebook from the committed
+#       records in results/runs: the one target that rewrites committed files).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce quick test clean
+.PHONY: install reproduce paper quick test clean
 
 JOBS  ?= 1
-OUT   ?= results/runs
+OUT   ?= results/reproduced
 GRID_NOTEBOOKS := supervision truncation halves_controls
 PAPERMILL = $(BIN)/papermill --cwd . -k python3
 
@@ -33,10 +35,14 @@ install: $(STAMP)
 # Each grid notebook runs its grids (cells whose record exists are skipped, so an interrupted
 # reproduce resumes), then `paper` regenerates every table and figure from the records.
 reproduce: $(STAMP)
-	mkdir -p results/notebooks
+	mkdir -p $(OUT)/notebooks
 	for nb in $(GRID_NOTEBOOKS); do \
-	  $(PAPERMILL) notebooks/$$nb.ipynb results/notebooks/$$nb.ipynb -p jobs $(JOBS) -p out $(OUT) || exit 1; done
-	$(PAPERMILL) notebooks/paper.ipynb results/notebooks/paper.ipynb -p out $(OUT)
+	  $(PAPERMILL) notebooks/$$nb.ipynb $(OUT)/notebooks/$$nb.ipynb -p jobs $(JOBS) -p out $(OUT)/runs || exit 1; done
+	$(PAPERMILL) notebooks/paper.ipynb $(OUT)/notebooks/paper.ipynb -p out $(OUT)/runs \
+	  -p tables_dir $(OUT)/paper_tables -p figures_dir $(OUT)/figures
+
+paper: $(STAMP)
+	$(PAPERMILL) notebooks/paper.ipynb results/notebooks/paper.ipynb -p out results/runs
 
 quick: $(STAMP)
 	mkdir -p results/quick/notebooks

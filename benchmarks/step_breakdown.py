@@ -46,7 +46,7 @@ def main() -> None:
     student, _ = get_base(cfg)
     encoded = encode(make_splits(cfg.corpus)["train"], tok)
     items, _ = prepare(encoded, cfg)
-    cache, _ = teacher_cache.get_or_build(cfg, teacher, meta["id"], tok, tok_key, encoded, device)
+    cache, _ = teacher_cache.get_or_build(cfg, teacher, meta["weights_sha256"], tok, tok_key, encoded, device)
     items = cache.attach(items)
     s = replace(loop_settings(cfg, len(items)), steps=args.steps)
     schedule = batch_schedule(len(items), s.batch_size, s.steps, s.seed)

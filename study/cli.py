@@ -1,12 +1,16 @@
-"""Command line: ``study run``, ``study grid``, ``study show``, ``study corpus-stats``.
+"""Command line: ``study run``, ``study grid``, ``study show``, ``study corpus-stats``,
+``study evaluate``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
+    study evaluate --run 9b706c0f671e --runs results/runs --set max_gen_toks=512   # re-score a saved student
     study grid configs/grids/truncation.yaml --out results/runs      # resumes; --quick, --jobs 2
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
     study corpus-stats --config configs/default.yaml
 
-Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing) ends
-with one clear line on stderr and exit status 2; a grid with failed cells ends with status 1.
+Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing, an
+existing record without --overwrite, an output folder that is a file) ends with one clear line
+on stderr and exit status 2, before any model is built where the config alone shows it; a grid
+with failed cells ends with status 1.
 """
 
 from __future__ import annotations
@@ -17,8 +21,25 @@ import sys
 
 import yaml
 
-from .config import load_config, run_id
+from .config import load_config
+from .records import RecordExists
 from .sections import SectionError
+
+# What bad input raises; main turns each into one line on stderr and exit status 2.
+USER_ERRORS = (ValueError, SectionError, FileNotFoundError, RecordExists, yaml.YAMLError)
+
+
+class UsageError(Exception):
+    """A command line argparse rejects (reported in one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage and exit; main reports one line
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -28,12 +49,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="study", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="study", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="distil one student and write its record")
     _common(p_run)
     p_run.add_argument("--out", required=True, help="folder for the record (<run_id>.json)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    p_run.add_argument("--overwrite", action="store_true",
+                       help="replace an existing record of this run (the old one moves to <out>/.replaced/)")
     p_grid = sub.add_parser("grid", help="run every cell of a grid (skips cells whose record exists)")
     p_grid.add_argument("grid", help="grid YAML (see configs/grids/)")
     p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -50,18 +73,29 @@ def main(argv: list[str] | None = None) -> int:
     p_show.add_argument("--color", action="store_true")
     p_stats = sub.add_parser("corpus-stats", help="tokens per section and first-answer position")
     _common(p_stats)
-    args = parser.parse_args(argv)
+    p_eval = sub.add_parser("evaluate", help="score a run's saved student again with other evaluation settings")
+    p_eval.add_argument("--run", required=True, metavar="RUN_ID", help="the run id (its record's file name)")
+    p_eval.add_argument("--runs", default="results/runs", help="folder of the record and its saved student")
+    p_eval.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an evaluation setting: eval_examples, max_gen_toks or eval_batch_size; repeatable")
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
         if args.command == "grid":
             return _grid(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         cfg = load_config(args.config, args.set)
         if args.command == "run":
             from .records import record_path
             from .run import run
 
-            rec = run(cfg, args.out, progress=not args.no_progress)
+            rec = run(cfg, args.out, progress=not args.no_progress, overwrite=args.overwrite)
             q = next(iter(rec["quality"].values()))
             print(f"{rec['run_id']}: accuracy {q['accuracy']:.3f} (first \\boxed: {q['accuracy_first_boxed']:.3f}), "
                   f"{rec['compute']['train_seconds']:.1f} s training -> {record_path(args.out, rec['run_id'])}")
@@ -69,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             _show(cfg, args.index, args.color)
         else:
             _stats(cfg)
-    except (ValueError, SectionError, FileNotFoundError, yaml.YAMLError) as e:
-        print(f"study {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        print(f"study {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
@@ -83,11 +117,23 @@ def _grid(args) -> int:
     grid = load_grid(args.grid, args.set, quick=args.quick, base=args.base)
     if args.dry_run:
         for cell in grid.cells:
-            print(f"{cell.run_id}  {status(cell, args.out):8s} {cell.label} (seed {cell.seed})")
+            # A run id names the teacher's and base's weights: unknown until they are built.
+            print(f"{cell.run_id or '(not built)':12s}  {status(cell, args.out):8s} {cell.label} (seed {cell.seed})")
         return 0
     summary = run_grid(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
     print(describe(summary))
     return 1 if summary["failures"] else 0
+
+
+def _evaluate(args) -> int:
+    from .run import rescore
+
+    out = rescore(args.runs, args.run, args.set)
+    q = next(iter(out["quality"].values()))
+    settings = ", ".join(f"{k}={v}" for k, v in out["settings"].items())
+    print(f"{args.run} ({settings}): accuracy {q['accuracy']:.3f} (first \\boxed: {q['accuracy_first_boxed']:.3f}), "
+          f"{q['hit_token_limit']:.0%} at the token limit")
+    return 0
 
 
 def _show(cfg, index: int, color: bool) -> None:
@@ -96,9 +142,17 @@ def _show(cfg, index: int, color: bool) -> None:
     from .models import get_tokenizer
     from .sections import render
 
+    if not 0 <= index < cfg.corpus.train_examples:  # before the tokenizer is built
+        raise ValueError(f"--index {index} is outside the training split: give 0 .. {cfg.corpus.train_examples - 1} "
+                         "(corpus.train_examples)")
     tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     enc, ids, secs, mask = example_view(make_splits(cfg.corpus)["train"], index, tokenizer, cfg)
-    print(f"run {run_id(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
+    if not any(mask):
+        print(f"warning: this config supervises no token of example {index} (condition={cfg.condition}, "
+              f"lsp={cfg.lsp}, window={cfg.window}, cut_after_think={cfg.cut_after_think})", file=sys.stderr)
+    from .identity import config_key
+
+    print(f"config {config_key(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
           f"cut_after_think={cfg.cut_after_think} ({len(ids)}/{len(enc.ids)} tokens kept)")
     print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))
 

@@ -1,8 +1,10 @@
 """Run configuration: one dataclass per concept, defaults from the paper where it has one.
 
-A ``RunConfig`` is everything that determines a run; ``run_id`` hashes its semantic fields, so
-the same config always names the same record. YAML files hold nested mappings with the same
-field names; ``--set key=value`` overrides use dotted paths (``corpus.layout=late``).
+A ``RunConfig`` is everything that determines a run (with the weights of its teacher and base
+student and where it executes: ``study.identity.run_id`` hashes the three). Values are
+validated and canonicalised on construction, so ``lsp=1`` and ``lsp=1.0`` are one config. YAML
+files hold nested mappings with the same field names; ``--set key=value`` overrides use dotted
+paths (``corpus.layout=late``).
 
     from study.config import load_config
     cfg = load_config("configs/quick.yaml", ["lsp=0.5"])
@@ -11,8 +13,12 @@ field names; ``--set key=value`` overrides use dotted paths (``corpus.layout=lat
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
+import math
+import re
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +30,100 @@ from .data.synthetic import CorpusConfig
 from .losses import LOSSES
 from .sections import CONDITIONS, WINDOWS
 
+# --- validation ---------------------------------------------------------------------------------
+# Every config validates itself in ``__post_init__``: first the type of every field (from its
+# annotation), then its range. Messages start with the field's name, so ``_build`` can prefix
+# the nested path (``teacher.steps must be ...``), and say what is valid.
+
+MAX_SEED = 2**32 - 1  # numpy's limit; lm-eval seeds numpy with the run seed
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(expected) -> str:
+    if dataclasses.is_dataclass(expected):
+        return f"a {expected.__name__} (a mapping of its keys)"
+    return _TYPE_NAMES.get(expected, getattr(expected, "__name__", str(expected)))
+
+
+def check_types(obj) -> None:
+    """Check every field of dataclass ``obj`` against its annotation, canonically: an int given
+    for a float field becomes that float (so ``RunConfig(lsp=1) == RunConfig(lsp=1.0)`` and
+    both hash alike); a bool is never an int or a float; a float must be finite."""
+    for f in dataclasses.fields(obj):
+        expected, value = _hints(type(obj))[f.name], getattr(obj, f.name)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            object.__setattr__(obj, f.name, value)  # frozen dataclass
+        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise ValueError(f"{f.name} must be {_type_name(expected)}, got {value!r} ({type(value).__name__})")
+        if expected is float and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+
+
+def _at_least(obj, name: str, low: int | float) -> None:
+    value = getattr(obj, name)
+    if value < low:
+        kind = "an integer" if isinstance(value, int) else "a number"
+        raise ValueError(f"{name} must be {kind} >= {low}, got {value}")
+
+
+def _positive(obj, name: str) -> None:
+    value = getattr(obj, name)
+    if not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value}")
+
+
+def _interval(obj, name: str, low: float, high: float, closed: str, why: str = "") -> None:
+    """``closed`` is one of "[]", "(]", "[)", "()": which ends belong to the interval."""
+    value = getattr(obj, name)
+    ok_low = value >= low if closed[0] == "[" else value > low
+    ok_high = value <= high if closed[1] == "]" else value < high
+    if not (ok_low and ok_high):
+        raise ValueError(f"{name} must be in {closed[0]}{low:g}, {high:g}{closed[1]}{why}, got {value}")
+
+
+def _one_of(obj, name: str, options) -> None:
+    value = getattr(obj, name)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+
+
+def _context_fits(obj, name: str, model, where: str) -> None:
+    """A generation of ``name`` tokens must leave room for the prompt in the model's context."""
+    value = getattr(obj, name)
+    if getattr(model, "pretrained", "") == "" and value >= model.max_position_embeddings:
+        raise ValueError(f"{name} {value} must be below {where}.max_position_embeddings "
+                         f"{model.max_position_embeddings} (the context holds the prompt and the generation)")
+
+
+def pretrain_corpus(run_corpus: CorpusConfig, p: PretrainConfig) -> CorpusConfig:
+    """The corpus a teacher or base student (``p``) is pretrained on, given the run's: its
+    ``train_examples`` problems and, for the base student, one operation per problem."""
+    if p.one_op:
+        return dataclasses.replace(run_corpus, min_ops=1, max_ops=1, train_examples=p.train_examples,
+                                   val_examples=0, test_examples=0)
+    return dataclasses.replace(run_corpus, train_examples=p.train_examples)
+
+
+def _check_pretrain_corpus(corpus, p, role: str) -> None:
+    """The corpus ``role`` (teacher or base student) is pretrained on must exist."""
+    try:
+        pretrain_corpus(corpus, p)
+    except ValueError as e:
+        raise ValueError(f"{role}.train_examples {p.train_examples}: its pretraining corpus is impossible: {e}") from None
+
+
+def _seed(obj, name: str = "seed") -> None:
+    value = getattr(obj, name)
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1], got {value}")
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -32,6 +132,13 @@ class TokenizerConfig:
 
     vocab_size: int = 192
     seed: int = 0
+
+    def __post_init__(self):
+        check_types(self)
+        if self.vocab_size < 100:
+            raise ValueError(f"vocab_size must be an integer >= 100 (the 96-character alphabet and 4 special "
+                             f"tokens), got {self.vocab_size}")
+        _seed(self)
 
 
 @dataclass(frozen=True)
@@ -49,8 +156,16 @@ class ModelConfig:
     max_position_embeddings: int = 512
 
     def __post_init__(self):
+        check_types(self)
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "intermediate_size"):
+            _at_least(self, name, 1)
+        _at_least(self, "max_position_embeddings", 2)
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise ValueError(f"head_dim must be an even integer >= 2 (rotary embeddings turn pairs), got {self.head_dim}")
         if not self.pretrained and self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} must be a multiple of "
+                             f"num_key_value_heads {self.num_key_value_heads}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +183,24 @@ class PretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     seed: int = 0
-    eval_examples: int = 100  # problems scored after training (teacher: the run's test split)
+    # How the artefact itself is scored (its reported accuracy): part of the artefact's
+    # evaluation, never of its weights, so changing them re-scores without retraining.
+    eval_examples: int = 100  # problems scored (teacher: the run's test split)
+    eval_max_gen_toks: int = 256
+    eval_batch_size: int = 50
+
+    def __post_init__(self):
+        check_types(self)
+        for name in ("train_examples", "steps", "batch_size", "eval_examples", "eval_max_gen_toks",
+                     "eval_batch_size"):
+            _at_least(self, name, 1)
+        if self.batch_size > self.train_examples:
+            raise ValueError(f"batch_size {self.batch_size} exceeds train_examples {self.train_examples}: "
+                             "one batch needs that many examples; lower batch_size or raise train_examples")
+        _positive(self, "lr")
+        _at_least(self, "weight_decay", 0.0)
+        _seed(self)
+        _context_fits(self, "eval_max_gen_toks", self.model, "model")
 
 
 def default_teacher() -> PretrainConfig:
@@ -106,6 +238,15 @@ class RunConfig:
     weight_decay: float = 0.05
     warmup: float = 0.1
     grad_clip: float = 1.0
+    # The paper's code uses torch's defaults for these (AdamW(model.parameters()) and
+    # OneCycleLR(max_lr, total_steps, pct_start), results/LOG.md): the lr starts at
+    # lr / lr_div_factor and ends at lr / (lr_div_factor * lr_final_div_factor), the one-cycle
+    # schedule moves AdamW's beta1 between 0.95 and 0.85, and weight decay also hits the
+    # norms and the (tied) embeddings.
+    cycle_momentum: bool = True
+    lr_div_factor: float = 25.0
+    lr_final_div_factor: float = 1e4
+    decay_norms_and_embeddings: bool = True
     # Examples per optimiser step (not tokens), as in the paper. The paper's 16 would need 4
     # epochs here; 8 examples x 3 epochs clears the fidelity floor in less time (LOG.md).
     batch_size: int = 8
@@ -131,41 +272,61 @@ class RunConfig:
     profile_steps: int = 3  # optimiser steps measured under torch.profiler for FLOPs
     # --- infrastructure (not part of the run id) -----------------------------------------------
     device: str = "auto"  # auto: cuda if available, else cpu
+    threads: int = 0  # torch threads; 0: torch's default (the cores). Part of the run id
+    save_student: bool = True  # save the distilled student beside the record (<run_id>.student/)
     cache_dir: str = "cache"  # tokenizer, teacher, base student (keyed by config hash)
 
     def __post_init__(self):
-        if self.condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {self.condition!r}; valid: {', '.join(CONDITIONS)}")
-        if not 0 < self.lsp <= 1:
-            raise ValueError(f"lsp must be in (0, 1], got {self.lsp}")
-        if self.window not in WINDOWS:
-            raise ValueError(f"unknown window {self.window!r}; valid: {', '.join(WINDOWS)}")
-        if not 0 <= self.random_mask < 1:
-            raise ValueError(f"random_mask must be in [0, 1), got {self.random_mask}")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        if self.init not in ("base", "scratch"):
-            raise ValueError(f"unknown init {self.init!r}; valid: base, scratch")
-        if self.teacher_cache_mode not in ("auto", "exact", "topk"):
-            raise ValueError(f"unknown teacher_cache_mode {self.teacher_cache_mode!r}; valid: auto, exact, topk")
-        if self.teacher_cache_topk < 1:
-            raise ValueError(f"teacher_cache_topk must be >= 1, got {self.teacher_cache_topk}")
+        check_types(self)
+        # --- what the paper varies, the loss, the optimiser
+        _one_of(self, "condition", CONDITIONS)
+        _interval(self, "lsp", 0, 1, "(]")
+        _one_of(self, "window", WINDOWS)
+        _interval(self, "random_mask", 0, 1, "[)")
+        _interval(self, "alpha", 0, 1, "[]")
+        _one_of(self, "loss", LOSSES)
+        _positive(self, "temperature")
+        _interval(self, "beta", 0, 1, "()", " (the JSD mixture weight)")
+        _positive(self, "lr")
+        _at_least(self, "weight_decay", 0.0)
+        _interval(self, "warmup", 0, 1, "[)", " (the fraction of steps spent warming up)")
+        _positive(self, "grad_clip")
+        for name in ("lr_div_factor", "lr_final_div_factor"):
+            _positive(self, name)
+        for name in ("batch_size", "grad_accum", "epochs"):
+            _at_least(self, name, 1)
         if self.batch_size % self.grad_accum:
-            raise ValueError(
-                f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}"
-            )
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum} "
+                             "(the micro-batches split one batch evenly)")
+        if self.batch_size > self.corpus.train_examples:
+            raise ValueError(f"batch_size {self.batch_size} exceeds corpus.train_examples "
+                             f"{self.corpus.train_examples}: one batch needs that many examples")
+        _seed(self)
+        # --- data and models
+        _one_of(self, "init", ("base", "scratch"))
+        for role in ("teacher", "base") if self.init == "base" else ("teacher",):
+            _check_pretrain_corpus(self.corpus, getattr(self, role), role)
+        _one_of(self, "teacher_cache_mode", ("auto", "exact", "topk"))
+        _at_least(self, "teacher_cache_topk", 1)
+        # --- evaluation and measurement
+        for name in ("eval_examples", "max_gen_toks", "eval_batch_size", "profile_steps"):
+            _at_least(self, name, 1)
         if self.eval_examples > self.corpus.test_examples:
-            raise ValueError(
-                f"eval_examples {self.eval_examples} exceeds corpus.test_examples "
-                f"{self.corpus.test_examples}"
-            )
-        if self.attn_implementation not in ("eager", "sdpa", "flash_attention_2"):
-            raise ValueError("attn_implementation must be eager, sdpa or flash_attention_2")
+            raise ValueError(f"eval_examples {self.eval_examples} exceeds corpus.test_examples "
+                             f"{self.corpus.test_examples}; lower eval_examples or raise corpus.test_examples")
+        _context_fits(self, "max_gen_toks", self.base.model, "base.model")  # the student's architecture
+        _one_of(self, "attn_implementation", ("eager", "sdpa", "flash_attention_2"))
+        # --- infrastructure
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        _at_least(self, "threads", 0)  # 0: torch's default
+        if not self.cache_dir:
+            raise ValueError("cache_dir must be a folder name, got an empty string")
 
 
-NON_SEMANTIC = ("device", "cache_dir")
+# Fields that never change a run's results (where it runs, what is stored, which steps the
+# profiler sees): left out of run ids (study/identity.py) and of the analysis' variants.
+NON_SEMANTIC = ("device", "cache_dir", "threads", "save_student", "profile_steps")
 
 
 def config_hash(obj: Any, length: int = 12) -> str:
@@ -174,10 +335,6 @@ def config_hash(obj: Any, length: int = 12) -> str:
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
-
-def run_id(cfg: RunConfig) -> str:
-    semantic = {k: v for k, v in asdict(cfg).items() if k not in NON_SEMANTIC}
-    return config_hash(semantic)
 
 
 # --- building configs from YAML and overrides ---------------------------------------------------
@@ -188,10 +345,12 @@ def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise ValueError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
+        close = [m for k in unknown for m in difflib.get_close_matches(k, fields, n=1)]
+        hint = f" (did you mean {', '.join(where + m for m in close)}?)" if close else ""
         raise ValueError(
-            f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+            f"unknown config key(s) {', '.join(where + k for k in unknown)}{hint}; "
             f"valid keys{' under ' + where.rstrip('.') if where else ''}: {', '.join(fields)}"
         )
     kwargs = {}
@@ -202,23 +361,23 @@ def _build(cls, data: dict, where: str):
             base = asdict(getattr(defaults, name)) if defaults is not None else {}
             kwargs[name] = _build(sub, _merge(base, value, where + name + "."), where + name + ".")
         else:
-            kwargs[name] = _check_type(cls, name, value, where)
-    return cls(**kwargs)
+            kwargs[name] = _from_yaml(cls, name, value)
+    try:
+        return cls(**kwargs)  # types and ranges: each config's __post_init__
+    except ValueError as e:
+        if where:  # the messages start with the field's name: give its full path
+            raise ValueError(f"{where}{e}") from None
+        raise
 
 
-def _check_type(cls, name: str, value: Any, where: str) -> Any:
-    """YAML gives str/int/float/bool: accept exactly the field's type (an int for a float)."""
-    expected = typing.get_type_hints(cls)[name]
-    if expected is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 8e-3 (no dot) as a string
-            value = float(value)
+def _from_yaml(cls, name: str, value: Any) -> Any:
+    """YAML 1.1 reads 8e-3 (no dot) as a string; a float field takes it as the number meant.
+    Everything else is checked by the config's own ``check_types``."""
+    if _hints(cls)[name] is float and isinstance(value, str):
+        try:
+            return float(value)
         except ValueError:
             pass
-    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        raise ValueError(f"config key {where}{name} must be {expected.__name__}, got {value!r}")
     return value
 
 
@@ -244,20 +403,42 @@ def _merge(base: dict, override: Any, where: str) -> dict:
     return out
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own text spans lines)."""
+    mark = getattr(e, "problem_mark", None)
+    what = getattr(e, "problem", None) or str(e)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{what}{where}".split())
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value parsed as YAML: 0.5, true, left, [1, 2])."""
+    if not isinstance(text, str):
+        raise ValueError(f"an override must be a 'key=value' string, got {text!r}")
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key=value (e.g. lsp=0.5)")
     key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ValueError(f"override {text!r}: the key before '=' must be a config key, "
+                         "dotted for nested ones (e.g. corpus.layout=late)")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ValueError(f"override {text!r}: value is not valid YAML ({e})") from None
-    return key.strip().split("."), value
+        raise ValueError(f"override {text!r}: value is not valid YAML ({yaml_problem(e)})") from None
+    return path, value
 
 
 def config_from_dict(data: dict, overrides: list[str] = ()) -> RunConfig:
-    data = _merge({}, data or {}, "")
+    if isinstance(overrides, (str, bytes)):
+        raise ValueError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}; "
+                         f"pass [{overrides!r}]")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError("a run config must be a mapping of config keys to values (key: value lines), "
+                         f"got a {type(data).__name__}")
+    data = _merge({}, data, "")
     for text in overrides:
         path, value = parse_override(text)
         node = data
@@ -274,8 +455,15 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder; give a run config YAML (see configs/)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {e}") from None
+        raise ValueError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file; give a run config YAML (see configs/)") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: a run config must be a mapping of config keys to values (key: value lines), "
+                         f"got a {type(data).__name__}")
     return config_from_dict(data or {}, overrides)

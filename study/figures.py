@@ -1,8 +1,12 @@
 """The study's figures, drawn from a records DataFrame (and, for the two corpus figures, from the
 corpus itself), saved as PNG and PDF.
 
-Every error bar is the Student-t 95% interval over seeds from ``analysis.mean_ci``, so the
-figures agree with the tables. Runs are picked by *variant* (``analysis.select``), never by grid.
+Every accuracy error bar is the 95% two-stage bootstrap interval over seeds and test problems
+from ``analysis.accuracy_ci`` (inside [0, 1]), so the figures agree with the tables; where a
+variant's per-problem outputs are missing it falls back to the seeds alone and the figure's
+note says so. Cost error bars (FLOPs, seconds, bytes: not proportions) are Student-t intervals
+over seeds (``analysis.mean_ci``), labelled as such. Runs are picked by *variant*
+(``analysis.select``), never by grid.
 
     from study.figures import write_all
     write_all("results/runs", "figures")                          # the four records figures
@@ -40,7 +44,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter
 
-from .analysis import flat_config, label_variants, mean_ci, select
+from .analysis import accuracy_ci, flat_config, label_variants, mean_ci, select
 from .config import RunConfig
 from .evaluate import TASK
 from .sections import CONDITIONS, Section
@@ -49,7 +53,10 @@ log = logging.getLogger(__name__)
 
 NAMES = ("accuracy_vs_lsp", "compute_quality", "supervision", "halves", "first_answer_position",
          "example_sequence")
-CI_NOTE = "error bars: 95% Student-t CI over seeds"
+CI_NOTE = "error bars: 95% bootstrap CI over seeds and test problems"
+FALLBACK_NOTE = "over seeds only where per-problem outputs are missing"
+COST_CI_NOTE = "cost error bars: 95% Student-t CI over seeds"
+ACCURACY_COLUMNS = ("accuracy", "accuracy_first_boxed")
 ACC_LABEL = "test accuracy (fraction correct)"
 
 # One look for every figure: seaborn's whitegrid style, applied per figure (not globally, so
@@ -118,10 +125,15 @@ def _variant(changes: Mapping[str, Any], reference: RunConfig | None) -> dict[st
     return {k: v for k, v in changes.items() if ref.get(k) != v}
 
 
-def _stats(rows: pd.DataFrame, column: str) -> tuple[float, float, float, int]:
+def _stats(rows: pd.DataFrame, column: str) -> tuple[float, float, float, int, str]:
+    """(mean, low, high, n, method): accuracies by ``analysis.accuracy_ci`` (bootstrap over seeds
+    and problems), costs by ``analysis.mean_ci`` (Student-t over seeds)."""
     if column not in rows.columns:
-        return (math.nan, math.nan, math.nan, 0)
-    return mean_ci(rows[column])
+        return (math.nan, math.nan, math.nan, 0, "no data")
+    if column in ACCURACY_COLUMNS:
+        est = accuracy_ci(rows, column)
+        return (est.mean, est.low, est.high, est.n, est.method)
+    return (*mean_ci(rows[column]), "Student-t over seeds")
 
 
 def _yerr(means, lows, highs) -> np.ndarray:
@@ -130,13 +142,16 @@ def _yerr(means, lows, highs) -> np.ndarray:
     return np.nan_to_num(np.vstack([m - lo, hi - m]), nan=0.0)
 
 
-def _seed_note(ns) -> str:
+def _seed_note(ns, methods=()) -> str:
+    """The error-bar note: the interval, the seeds per point, and whether any point's interval
+    fell back to the seeds alone (``methods``: the points' ``accuracy_ci`` methods)."""
+    fallback = f"; {FALLBACK_NOTE}" if any("seeds only" in m for m in methods) else ""
     ns = sorted({int(n) for n in ns if n})
     if not ns:
-        return CI_NOTE
-    text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+        return CI_NOTE + fallback
+    text = f"n={ns[0]} seeds" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]} seeds"
     single = " (none where n=1)" if ns[0] == 1 else ""
-    return f"{CI_NOTE} ({text}){single}"
+    return f"{CI_NOTE} ({text}){single}{fallback}"
 
 
 def _reference_lines(ax, rows: pd.DataFrame, horizontal: bool = True) -> None:
@@ -167,10 +182,11 @@ def lsp_series(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataF
         rows = select(df, _variant({"lsp": lsp}, ref))
         if rows.empty:
             continue
-        m, lo, hi, n = _stats(rows, "accuracy")
-        fm, flo, fhi, fn = _stats(rows, "accuracy_first_boxed")
-        out.append({"lsp": lsp, "rows": rows, "mean": m, "low": lo, "high": hi, "n": n,
-                    "first_mean": fm, "first_low": flo, "first_high": fhi, "first_n": fn})
+        m, lo, hi, n, method = _stats(rows, "accuracy")
+        fm, flo, fhi, fn, first_method = _stats(rows, "accuracy_first_boxed")
+        out.append({"lsp": lsp, "rows": rows, "mean": m, "low": lo, "high": hi, "n": n, "method": method,
+                    "first_mean": fm, "first_low": flo, "first_high": fhi, "first_n": fn,
+                    "first_method": first_method})
     return pd.DataFrame(out)
 
 
@@ -218,8 +234,8 @@ def accuracy_vs_lsp(df: pd.DataFrame, reference: RunConfig | None = None) -> Fig
         ax.set_xlabel("lead-span proportion lsp (fraction of each sequence's tokens kept, from the left)")
         ax.set_ylabel(_acc_label(rows))
         ax.set_title("Accuracy vs lead-span proportion")
-        ax.text(0.99, 0.01, _seed_note(s["n"]), transform=ax.transAxes, ha="right", va="bottom",
-                fontsize="x-small", color="0.35")
+        ax.text(0.99, 0.01, _seed_note(s["n"], [*s["method"], *s["first_method"]]), transform=ax.transAxes,
+                ha="right", va="bottom", fontsize="x-small", color="0.35")
         handles, labels = ax.get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda i: "scored" not in labels[i])
         ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
@@ -239,7 +255,10 @@ def _flop_unit(values) -> tuple[float, str]:
 
 def compute_quality(df: pd.DataFrame, reference: RunConfig | None = None) -> Figure:
     """Accuracy against training FLOPs, training time and peak memory, one point per lsp (mean
-    over seeds with 95% CIs on both axes), points labelled with their lsp."""
+    over seeds with 95% CIs on both axes: accuracy by the bootstrap over seeds and problems,
+    costs Student-t over seeds), points labelled with their lsp. The FLOPs are the profiler's
+    count on the profiled steps extrapolated to the run (``compute.flops_profiler``); the
+    memory axis names the records' ``compute.peak_memory_source``."""
     s = lsp_series(df, reference)
     if s.empty:
         raise ValueError("no truncation runs (variants {'lsp': x} or the reference) in the records")
@@ -249,7 +268,8 @@ def compute_quality(df: pd.DataFrame, reference: RunConfig | None = None) -> Fig
     memory_note = "" if not sources else "\n(" + "; ".join(src.replace("_", " ").replace("+", " + ")
                                                           for src in sources) + ")"
     panels = [
-        ("compute.flops_profiler", flop_scale, f"student training compute ({flop_unit}, profiler)",
+        ("compute.flops_profiler", flop_scale,
+         f"student training compute ({flop_unit})\n(profiler count on the profiled steps, extrapolated to the run)",
          "Training FLOPs"),
         ("compute.train_seconds", 1.0, "training time (s)", "Training time"),
         ("compute.peak_memory_bytes", 1e6, f"peak memory (MB){memory_note}", "Peak memory"),
@@ -279,7 +299,7 @@ def compute_quality(df: pd.DataFrame, reference: RunConfig | None = None) -> Fig
         axes[0].set_ylim(-0.02, 1.08)
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
         fig.suptitle(f"Accuracy vs training cost, one point per lead-span proportion (labels: lsp)\n"
-                     f"{_seed_note(s['n'])}, on both axes", fontsize="medium")
+                     f"accuracy {_seed_note(s['n'], s['method'])}; {COST_CI_NOTE}", fontsize="medium")
     return fig
 
 
@@ -294,8 +314,8 @@ def supervision_series(df: pd.DataFrame, reference: RunConfig | None = None) -> 
         rows = select(df, _variant({"condition": cond}, reference))
         if rows.empty:
             continue
-        m, lo, hi, n = _stats(rows, "accuracy")
-        out.append({"condition": cond, "rows": rows, "mean": m, "low": lo, "high": hi, "n": n})
+        m, lo, hi, n, method = _stats(rows, "accuracy")
+        out.append({"condition": cond, "rows": rows, "mean": m, "low": lo, "high": hi, "n": n, "method": method})
     return pd.DataFrame(out)
 
 
@@ -338,7 +358,7 @@ def supervision_bars(df: pd.DataFrame, reference: RunConfig | None = None) -> Fi
                    Line2D([], [], ls="", marker="o", color="0.15", mec="white", ms=5), *handles]
         labels = ["conditions with CoT", "conditions without CoT", "one seed", *labels]
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", ncols=3)
-        ax.text(0.99, 0.99, _seed_note(s["n"]), transform=ax.transAxes, ha="right", va="top",
+        ax.text(0.99, 0.99, _seed_note(s["n"], s["method"]), transform=ax.transAxes, ha="right", va="top",
                 fontsize="x-small", color="0.35")
     return fig
 
@@ -360,8 +380,9 @@ def halves_series(df: pd.DataFrame, reference: RunConfig | None = None, lsp: flo
         rows = select(df, variant)
         if rows.empty:
             continue
-        m, lo, hi, n = _stats(rows, "accuracy")
-        out.append({"key": key, "label": label, "rows": rows, "mean": m, "low": lo, "high": hi, "n": n})
+        m, lo, hi, n, method = _stats(rows, "accuracy")
+        out.append({"key": key, "label": label, "rows": rows, "mean": m, "low": lo, "high": hi, "n": n,
+                    "method": method})
     return pd.DataFrame(out)
 
 
@@ -428,7 +449,7 @@ def halves(df: pd.DataFrame, reference: RunConfig | None = None, lsp: float = 0.
         handles, labels = ax.get_legend_handles_labels()
         ax.legend([Line2D([], [], ls="", marker="o", color="0.15", mec="white", ms=5), *handles],
                   ["one seed", *labels], loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small", ncols=2)
-        ax.text(0.01, 0.99, _seed_note(s["n"]), transform=ax.transAxes, ha="left", va="top",
+        ax.text(0.01, 0.99, _seed_note(s["n"], s["method"]), transform=ax.transAxes, ha="left", va="top",
                 fontsize="x-small", color="0.35")
 
         longest = max((len(c[0]) for r in s["rows"] for c in _curves(r)), default=0)

@@ -46,7 +46,8 @@ from typing import Any
 import yaml
 
 from . import records
-from .config import RunConfig, config_from_dict, run_id
+from .config import MAX_SEED, RunConfig, config_from_dict, yaml_problem
+from .identity import config_key, run_id
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,22 @@ class Cell:
     label: str  # what the cell varies, e.g. "lsp=0.5" or an explicit label
     seed: int
     config: RunConfig
-    run_id: str
+
+    @property
+    def key(self) -> str:
+        """The canonical config and its execution: cells with one key are one run."""
+        return config_key(self.config)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id, which includes the weight hashes of the teacher and base student: None
+        until those are built (the runner builds them before it runs any cell)."""
+        from .pretrain import artefact_weights
+
+        weights = artefact_weights(self.config)
+        if weights["teacher"] is None or (self.config.init == "base" and weights["base"] is None):
+            return None
+        return run_id(self.config, weights)
 
 
 @dataclass(frozen=True)
@@ -78,10 +94,14 @@ class Grid:
 def _read_yaml(path: Path, what: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a YAML file")
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {e}") from None
+        raise ValueError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not a text file") from None
 
 
 def _set(data: dict, dotted: str, value: Any) -> None:
@@ -114,34 +134,52 @@ def _check_mapping(value: Any, where: str) -> dict:
     return value
 
 
+def _check_seeds(seeds: Any, path: Path) -> list[int]:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           and 0 <= s <= MAX_SEED for s in seeds):
+        raise ValueError(f"{path}: seeds must be a non-empty list of integers in [0, 2**32 - 1], got {seeds!r}")
+    return seeds
+
+
 def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | Path = False,
               base: str | Path | None = None) -> Grid:
     """Read and expand a grid file. ``quick`` applies the ``set`` and ``seeds`` of
     ``quick.yaml`` beside the grid (or of the given file); ``base`` replaces the grid's base
     config (tests point it at a tiny one). Every cell is validated here, before anything runs."""
+    if isinstance(overrides, (str, bytes)):
+        raise ValueError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}; "
+                         f"pass [{overrides!r}]")
     path = Path(path)
     spec = _read_yaml(path, "grid file")
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a grid file is a mapping with keys {', '.join(GRID_KEYS)}")
-    unknown = sorted(set(spec) - set(GRID_KEYS))
+    unknown = sorted(str(k) for k in spec if k not in GRID_KEYS)
     if unknown:
         hint = ""
         if set(unknown) & {f.name for f in dataclasses.fields(RunConfig)}:
             hint = (f"; {path} looks like a run config: run it with `study run --config {path}`, "
                     "or use it as the grid's `base` (--base)")
         raise ValueError(f"{path}: unknown grid key(s) {', '.join(unknown)}; valid: {', '.join(GRID_KEYS)}{hint}")
+    if not isinstance(spec.get("base", ""), str) or not isinstance(spec.get("name", ""), str):
+        raise ValueError(f"{path}: base (a run config file, relative to the grid) and name must be strings")
+    if "/" in spec.get("name", "") or spec.get("name", "").startswith("."):
+        raise ValueError(f"{path}: name {spec['name']!r} names the summary file <out>/<name>.grid.json: "
+                         "no '/' and no leading '.'")
     base_path = Path(base) if base is not None else path.parent / spec.get("base", "../default.yaml")
     base_data = _read_yaml(base_path, f"base config of grid {path}")
-    seeds = spec.get("seeds", [base_data.get("seed", RunConfig.seed)])
+    if not isinstance(base_data, dict):
+        raise ValueError(f"{base_path} (the base config of grid {path}) must be a run config: a mapping of "
+                         f"config keys to values, got a {type(base_data).__name__}")
+    seeds = _check_seeds(spec.get("seeds", [base_data.get("seed", RunConfig.seed)]), path)
     if quick:
         quick_path = path.with_name("quick.yaml") if quick is True else Path(quick)
         qspec = _read_yaml(quick_path, "quick grid")
+        if not isinstance(qspec, dict):
+            raise ValueError(f"{quick_path}: a grid file is a mapping with keys {', '.join(GRID_KEYS)}, "
+                             f"got a {type(qspec).__name__}")
         base_data = _apply(base_data, _check_mapping(qspec.get("set"), f"{quick_path}: set"))
-        seeds = qspec.get("seeds", seeds[:1])
+        seeds = _check_seeds(qspec.get("seeds", seeds[:1]), quick_path)
     data = _apply(base_data, _check_mapping(spec.get("set"), f"{path}: set"))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
 
     variations = []  # (label, overrides) per cell, before seeds
     axes = _check_mapping(spec.get("axes"), f"{path}: axes")
@@ -161,8 +199,12 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
     if not variations:
         raise ValueError(f"{path}: the grid has no cells; give axes or cells")
 
-    # The command line's overrides are checked once on their own, so a bad one is reported as
-    # such rather than as a fault of the first cell.
+    # The base config and the command line's overrides are checked once on their own, so a
+    # bad one is reported as such rather than as a fault of the first cell.
+    try:
+        config_from_dict(_apply(base_data, {"seed": seeds[0]}))
+    except ValueError as e:
+        raise ValueError(f"{base_path} (the base config of grid {path}{' with --quick' if quick else ''}): {e}") from None
     try:
         reference = config_from_dict(_apply(base_data, {"seed": seeds[0]}), list(overrides))
     except ValueError as e:
@@ -175,12 +217,12 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
             cfg = config_from_dict(_apply(data, {**sets, "seed": seed}), list(overrides))
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        rid = run_id(cfg)
-        if rid in seen:  # e.g. --set lsp=0.5 on the truncation grid makes every cell one run
-            dupes.append(f"{label} (seed {seed}) = {seen[rid]}")
+        key = config_key(cfg)
+        if key in seen:  # e.g. --set lsp=0.5 on the truncation grid makes every cell one run
+            dupes.append(f"{label} (seed {seed}) = {seen[key]}")
             continue
-        seen[rid] = f"{label} (seed {seed})"
-        cells.append(Cell(label, seed, cfg, rid))
+        seen[key] = f"{label} (seed {seed})"
+        cells.append(Cell(label, seed, cfg))
     for d in dupes:
         log.warning("%s: cell %s: same run, kept once", path, d)
     return Grid(str(spec.get("name") or path.stem), str(spec.get("description") or ""), path, cells,
@@ -195,22 +237,34 @@ def error_path(out_dir: Path, rid: str) -> Path:
 
 
 def status(cell: Cell, out_dir: str | Path) -> str:
-    """"done" (a complete record exists), "failed" (its last attempt wrote an error) or "pending"."""
+    """"done" (a complete record exists), "invalid" (a file at the record's path is not a
+    complete record: the runner moves it aside and runs the cell), "failed" (its last attempt
+    wrote an error) or "pending". Reads only: a dry run changes nothing."""
     out_dir = Path(out_dir)
-    path = records.record_path(out_dir, cell.run_id)
-    if path.exists():
+    rid = cell.run_id
+    if rid is None:  # its teacher or base student is not built yet: no record can be its
+        return "pending"
+    path = records.record_path(out_dir, rid)
+    if os.path.lexists(path):
         try:
-            rec = records.read(path)
-            if all(k in rec for k in records.REQUIRED):
-                return "done"
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
-        # Records are only ever renamed into place whole, so this file came from elsewhere;
-        # move it aside (nothing is deleted) and run the cell again.
-        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
-        log.warning("%s is not a complete record; moved to %s and the cell will run again", path, aside.name)
-        os.replace(path, aside)
-    return "failed" if error_path(out_dir, cell.run_id).exists() else "pending"
+            records.read_checked(path)
+            return "done"
+        except ValueError:
+            return "invalid"
+    return "failed" if error_path(out_dir, rid).exists() else "pending"
+
+
+def move_invalid_aside(cell: Cell, out_dir: str | Path) -> Path | None:
+    """If the file at the cell's record path is not a complete record (records are only ever
+    renamed into place whole, so it came from elsewhere), rename it to
+    ``<run_id>.json.invalid-<time>`` beside it (nothing is deleted), so the cell runs again."""
+    if status(cell, out_dir) != "invalid":
+        return None
+    path = records.record_path(out_dir, cell.run_id)
+    aside = path.with_name(f"{path.name}.invalid-{time.time_ns()}")
+    log.warning("%s is not a complete record; moved to %s and the cell will run again", path, aside.name)
+    os.replace(path, aside)
+    return aside
 
 
 @contextlib.contextmanager
@@ -245,29 +299,34 @@ def run_cell(cell: Cell, out_dir: str | Path) -> dict:
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with cell_lock(out_dir, cell.run_id) as mine:
+    # Locked by config key: the run id is unknown until the teacher and base student exist.
+    with cell_lock(out_dir, cell.key) as mine:
         if not mine:
             return {"status": "busy", "seconds": 0.0}
         if status(cell, out_dir) == "done":  # finished by another process meanwhile
-            return {"status": "skipped", "seconds": 0.0}
-        for tmp in records.temporaries(out_dir, cell.run_id):  # left by a killed writer
+            return {"status": "skipped", "seconds": 0.0, "run_id": cell.run_id}
+        move_invalid_aside(cell, out_dir)
+        for tmp in records.temporaries(out_dir, cell.run_id or cell.key):  # left by a killed writer
             tmp.unlink()
         try:
             rec = run(cell.config, out_dir, progress=False)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # the grid goes on; the error is kept for the summary and retried later
-            log.error("cell %s (seed %s, run %s) failed: %s", cell.label, cell.seed, cell.run_id, e)
-            records.atomic_write_text(error_path(out_dir, cell.run_id), json.dumps({
-                "run_id": cell.run_id, "label": cell.label, "seed": cell.seed,
+            rid = cell.run_id or cell.key  # the config key if its teacher or base never got built
+            log.error("cell %s (seed %s, run %s) failed: %s", cell.label, cell.seed, rid, e)
+            records.atomic_write_text(error_path(out_dir, rid), json.dumps({
+                "run_id": rid, "label": cell.label, "seed": cell.seed,
                 "config": asdict(cell.config), "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }, indent=1))
-            return {"status": "failed", "seconds": time.perf_counter() - started, "error": f"{type(e).__name__}: {e}"}
-        error_path(out_dir, cell.run_id).unlink(missing_ok=True)
+            return {"status": "failed", "seconds": time.perf_counter() - started, "run_id": rid,
+                    "error": f"{type(e).__name__}: {e}"}
+        error_path(out_dir, rec["run_id"]).unlink(missing_ok=True)
+        error_path(out_dir, cell.key).unlink(missing_ok=True)
         q = next(iter(rec["quality"].values()))
-        return {"status": "ran", "seconds": time.perf_counter() - started, "accuracy": q["accuracy"],
-                "train_seconds": rec["compute"]["train_seconds"]}
+        return {"status": "ran", "seconds": time.perf_counter() - started, "run_id": rec["run_id"],
+                "accuracy": q["accuracy"], "train_seconds": rec["compute"]["train_seconds"]}
 
 
 def prepare(cfg: RunConfig) -> None:
@@ -286,7 +345,8 @@ def prepare(cfg: RunConfig) -> None:
         get_base(cfg)
     if cfg.teacher_cache:
         encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
-        teacher_cache.get_or_build(cfg, teacher, meta["id"], tokenizer, tok_key, encoded, pick_device(cfg.device))
+        teacher_cache.get_or_build(cfg, teacher, meta["weights_sha256"], tokenizer, tok_key, encoded,
+                                   pick_device(cfg.device))
 
 
 def _shared_key(cfg: RunConfig) -> str:
@@ -296,7 +356,7 @@ def _shared_key(cfg: RunConfig) -> str:
 
     d = asdict(cfg)
     keep = ("corpus", "tokenizer", "teacher", "base", "init", "teacher_cache", "teacher_cache_mode",
-            "teacher_cache_topk", "cache_dir")
+            "teacher_cache_topk", "cache_dir", "threads", "attn_implementation")
     return json.dumps({**{k: d[k] for k in keep}, "view": view_of(cfg)}, sort_keys=True)
 
 
@@ -319,12 +379,17 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # A cell's thread count is part of its run id: with jobs > 1 each runs on cores / jobs.
+    cells = [c if jobs <= 1 or c.config.threads else dataclasses.replace(c, config=dataclasses.replace(
+        c.config, threads=threads)) for c in grid.cells]
     todo, outcomes = [], {}
-    for cell in grid.cells:
-        if status(cell, out_dir) == "done":
-            outcomes[cell.run_id] = {"status": "skipped", "seconds": 0.0}
-        else:
-            todo.append(cell)
+
+    def skipped(cell):
+        outcomes[cell.key] = {"status": "skipped", "seconds": 0.0, "run_id": cell.run_id}
+
+    for cell in cells:
+        skipped(cell) if status(cell, out_dir) == "done" else todo.append(cell)
     prep_start = time.perf_counter()
     for cfg in {_shared_key(c.config): c.config for c in todo}.values():
         try:
@@ -334,13 +399,17 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
         except Exception as e:  # the cells that need it fail one by one, each with its error record
             log.warning("building the shared models/caches for seed %s failed (%s); its cells will fail", cfg.seed, e)
     prepare_seconds = time.perf_counter() - prep_start
+    # With their teacher and base student built, some cells turn out to be done already.
+    for cell in [c for c in todo if status(c, out_dir) == "done"]:
+        skipped(cell)
+        todo.remove(cell)
 
     total = sum(cost(c.config) for c in todo)
     bar = tqdm(total=round(total), disable=not progress or not todo, unit="", bar_format=(
         "{desc} |{bar}| {percentage:3.0f}% of the work [{elapsed} elapsed, ~{remaining} left]"))
 
     def done(cell: Cell, outcome: dict) -> None:
-        outcomes[cell.run_id] = outcome
+        outcomes[cell.key] = outcome
         finished = sum(o["status"] != "skipped" for o in outcomes.values())
         acc = f", acc {outcome['accuracy']:.3f}" if "accuracy" in outcome else ""
         bar.set_description_str(f"{grid.name}: {finished}/{len(todo)} cells (last: {cell.label}, "
@@ -355,7 +424,6 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                  initargs=(threads,)) as pool:
             futures = {pool.submit(run_cell, cell, out_dir): cell for cell in todo}
@@ -363,7 +431,7 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
                 done(futures[fut], fut.result())
     bar.close()
 
-    by_status = {s: [c for c in grid.cells if outcomes[c.run_id]["status"] == s]
+    by_status = {s: [c for c in cells if outcomes[c.key]["status"] == s]
                  for s in ("ran", "skipped", "busy", "failed")}
     summary = {
         "grid": grid.name,
@@ -374,9 +442,9 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
         "jobs": jobs,
         "wall_seconds": time.perf_counter() - started,
         "prepare_seconds": prepare_seconds,
-        "failures": [{"label": c.label, "seed": c.seed, "run_id": c.run_id,
-                      "error": outcomes[c.run_id]["error"]} for c in by_status["failed"]],
-        "runs": [{"label": c.label, "seed": c.seed, "run_id": c.run_id, **outcomes[c.run_id]} for c in grid.cells],
+        "failures": [{"label": c.label, "seed": c.seed, "run_id": outcomes[c.key].get("run_id"),
+                      "error": outcomes[c.key]["error"]} for c in by_status["failed"]],
+        "runs": [{"label": c.label, "seed": c.seed, "run_id": None, **outcomes[c.key]} for c in cells],
     }
     records.atomic_write_text(out_dir / f"{grid.name}.grid.json", json.dumps(summary, indent=1))
     return summary

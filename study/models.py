@@ -55,9 +55,13 @@ def atomic_dir(final: Path, build) -> Path:
     return final
 
 
+def tokenizer_key(cfg: TokenizerConfig) -> str:
+    return f"tokenizer-{config_hash(cfg)}"
+
+
 def get_tokenizer(cfg: TokenizerConfig, cache_dir: str | Path):
     """The cached tokenizer for ``cfg`` (trained on first use). Returns (tokenizer, key)."""
-    key = f"tokenizer-{config_hash(cfg)}"
+    key = tokenizer_key(cfg)
     path = Path(cache_dir) / key
     if not path.exists():
         atomic_dir(path, lambda tmp: train_tokenizer(tokenizer_texts(cfg), cfg.vocab_size).save_pretrained(tmp))

@@ -10,7 +10,9 @@ atomically as ``<out>/<run_id>.json`` with the raw lm-eval output beside it.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,16 +20,17 @@ from pathlib import Path
 import torch
 
 from . import records, teacher_cache
-from .config import RunConfig, run_id
+from .config import RunConfig
 from .data.pipeline import encode, prepare
 from .data.synthetic import make_splits
 from .evaluate import TASK, evaluate
-from .models import build_model, check_compatible, get_tokenizer
+from .identity import execution, run_id, weights_sha256
+from .losses import IGNORE_INDEX
+from .models import atomic_dir, build_model, check_compatible, get_tokenizer
 from .pretrain import get_base, get_teacher, test_file
 from .profiling import analytic_flops, profile_step, tensor_bytes
-from .losses import IGNORE_INDEX
-from .train import (LoopSettings, batch_schedule, loss_step, micro_batches, pick_device, supervised_targets,
-                    teacher_rows, train_loop)
+from .train import (LoopSettings, batch_schedule, make_optimizer, micro_batch_shapes, micro_batches, pick_device, supervised_targets,
+                    teacher_rows, torch_threads, train_loop, train_step, check_schedule)
 
 log = logging.getLogger(__name__)
 
@@ -53,39 +56,71 @@ def loop_settings(cfg: RunConfig, n_items: int) -> LoopSettings:
         steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, grad_accum=cfg.grad_accum,
         weight_decay=cfg.weight_decay, warmup=cfg.warmup, grad_clip=cfg.grad_clip, seed=cfg.seed,
         alpha=cfg.alpha, loss=cfg.loss, temperature=cfg.temperature, beta=cfg.beta,
+        cycle_momentum=cfg.cycle_momentum, lr_div_factor=cfg.lr_div_factor,
+        lr_final_div_factor=cfg.lr_final_div_factor, decay_norms_and_embeddings=cfg.decay_norms_and_embeddings,
     )
 
 
-def measure(model, teacher, steps: list[list[dict]], s: LoopSettings, device) -> dict:
-    """Profile the given steps (lists of micro-batches) before training: FLOPs of the whole
-    step, FLOPs of the teacher's forward alone, and the step's peak of live allocations.
-    Gradients are cleared afterwards, so training starts from the same state."""
+def profiled_steps(step_tokens: list[int], n: int) -> list[int]:
+    """Which optimiser steps to profile: the first ``n`` minus one, and the step whose largest
+    micro-batch has the most padded tokens, so that the CPU peak bounds every step of the run."""
+    first = list(range(min(n, len(step_tokens))))
+    largest = max(range(len(step_tokens)), key=step_tokens.__getitem__)
+    return first if largest in first else first[:-1] + [largest]
 
-    def full_step(i):
-        n_sup = sum(supervised_targets(b) for b in steps[i])
-        for b in steps[i]:
-            loss_step(model, teacher, b, s, n_sup, device)
+
+def measure(model, teacher, items, schedule: list[list[int]], chosen: list[int], s: LoopSettings, pad: int,
+            device) -> dict:
+    """Profile the ``chosen`` optimiser steps of ``schedule`` exactly as training runs them
+    (``train_step``: collation, forward, backward, clipping, the AdamW step), then put the
+    student back as it was, so training starts from the same weights and a fresh optimiser.
+    Returns the student's step FLOPs (matmuls, and the elementwise rest), the teacher's
+    forward FLOPs on the same steps (a separate pass) and the peak of live allocations."""
+    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    opt, sched = make_optimizer(model, s)
+    steps = [schedule[i] for i in chosen]
+    prof = profile_step(lambda i: train_step(model, teacher, items, steps[i], pad, s, opt, sched, device),
+                        len(steps), device)
+    model.load_state_dict(snapshot)
+    model.zero_grad(set_to_none=True)
+    if prof["uncounted_ops"]:  # the profiler would count these matmuls as 0 FLOPs
+        log.warning("torch.profiler counts no FLOPs for %s: flops_profiler is low", ", ".join(prof["uncounted_ops"]))
 
     def teacher_step(i):  # the teacher's share of a step: its body, then its head on the rows
-        for b in steps[i]:
+        for b in micro_batches(items, steps[i], s.grad_accum, pad):
             b = {k: v.to(device) for k, v in b.items()}
             rows = teacher_rows(teacher, b, b["labels"][:, 1:] != IGNORE_INDEX)
             rows.hidden @ rows.weight.T
 
-    total = profile_step(full_step, len(steps), device)
-    model.zero_grad(set_to_none=True)
     teacher_flops = profile_step(teacher_step, len(steps), device)["flops"] if teacher is not None else 0.0
-    return {"flops": total["flops"], "teacher_flops": teacher_flops, "step_peak_bytes": total["step_peak_bytes"]}
+    return {"flops": prof["flops"] - teacher_flops, "flops_other": prof["flops_other"], "teacher_flops": teacher_flops,
+            "uncounted_ops": prof["uncounted_ops"], "step_peak_bytes": prof["step_peak_bytes"]}
 
 
-def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    rid = run_id(cfg)
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
+    """Distil one student and write its record ``<out_dir>/<run_id>.json``. Everything that can
+    be checked before work is checked first: the output folder, the device and that the run
+    supervises something; an existing record is refused (before training) unless ``overwrite``."""
     started = time.perf_counter()
+    out_dir = Path(out_dir)
+    records.check_out_dir(out_dir)
+    device = pick_device(cfg.device)
+    with torch_threads(cfg.threads):  # the run's thread count, for this run only
+        return _distil(cfg, out_dir, device, started, progress, overwrite)
+
+
+def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool) -> dict:
+    # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
+    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
+    items, empty = load_items(cfg, encoded)
+    s = loop_settings(cfg, len(items))
+    if s.steps < 1:
+        raise ValueError(f"{len(items)} training items cannot fill one batch of batch_size={cfg.batch_size}; "
+                         "lower batch_size or raise corpus.train_examples")
+    check_schedule(s)
 
     # --- models: cached teacher, student from the cached base (or scratch) --------------------
-    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     teacher, teacher_meta = get_teacher(cfg)
     if cfg.init == "base":
         student, base_meta = get_base(cfg)
@@ -93,51 +128,65 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
         torch.manual_seed(cfg.seed)  # independent of whatever the cache lookups trained
         student, base_meta = build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
     check_compatible(teacher, student, tokenizer, tokenizer)
+    weights = {"teacher": teacher_meta["weights_sha256"], "base": base_meta["weights_sha256"] if base_meta else None}
+    rid = run_id(cfg, weights)
+    records.check_out_dir(out_dir, rid, overwrite)  # before any training
+    if overwrite:  # the old record, raw output and student go to <out>/.replaced/, never deleted
+        records.set_aside(out_dir, rid)
 
-    # --- data: tokenise, truncate, supervise; teacher rows from the cache --------------------
-    encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
-    items, empty = load_items(cfg, encoded)
+    # --- teacher rows from the cache; a cached teacher leaves the device ----------------------
     cache, cache_built = None, False
     if cfg.teacher_cache:
-        cache, cache_built = teacher_cache.get_or_build(cfg, teacher, teacher_meta["id"], tokenizer, tok_key,
+        cache, cache_built = teacher_cache.get_or_build(cfg, teacher, weights["teacher"], tokenizer, tok_key,
                                                         encoded, device)
         items = cache.attach(items)
+    tc = teacher.config
     live = None if cache else teacher  # the model the training steps run, if any
-    s = loop_settings(cfg, len(items))
-    if s.steps < 1:
-        raise ValueError(f"{len(items)} training items cannot fill one batch of {cfg.batch_size}")
+    if live is None:  # its outputs are cached: free it, so peak memory counts what training holds
+        del teacher
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     schedule = batch_schedule(len(items), s.batch_size, s.steps, s.seed)
     pad = tokenizer.pad_token_id
-    all_shapes = [tuple(b["input_ids"].shape) for idx in schedule for b in micro_batches(items, idx, s.grad_accum, pad)]
+    step_shapes = [micro_batch_shapes(items, idx, s.grad_accum) for idx in schedule]
+    all_shapes = [shape for step in step_shapes for shape in step]
+    largest = [max(b * t for b, t in step) for step in step_shapes]
 
-    # --- measure (profiler, before training) and train --------------------------------------
-    n_prof = min(cfg.profile_steps, s.steps)
-    prof_steps = [micro_batches(items, schedule[i], s.grad_accum, pad) for i in range(n_prof)]
-    prof = measure(student, live, prof_steps, s, device)
+    # --- measure (profiled steps on a snapshot of the student), then train -------------------
+    chosen = profiled_steps(largest, cfg.profile_steps)
+    prof = measure(student, live, items, schedule, chosen, s, pad, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stats = train_loop(student, items, pad, s, device, teacher=live, desc=f"run {rid}", progress=progress)
+    resident = tensor_bytes(student) + (tensor_bytes(live) if live is not None else 0)
+    teacher_where = "live teacher resident" if live is not None else "teacher freed (outputs cached)"
     if device.type == "cuda":
         peak, peak_source = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+        scope = (f"CUDA allocator peak over all {s.steps} training steps (parameters, gradients, AdamW "
+                 f"state, activations, batches); {teacher_where}")
     else:
-        # Parameters of both models and AdamW's two moments persist; gradients and activations
-        # are inside the profiled step's peak.
-        static = (tensor_bytes(live) if live else 0) + 3 * tensor_bytes(student)
-        peak, peak_source = static + prof["step_peak_bytes"], "cpu_profiler_step_allocations+parameters+adam_state"
+        peak, peak_source = resident + prof["step_peak_bytes"], "cpu_profiler_training_steps+resident_parameters"
+        scope = (f"parameters resident before training + the peak of live allocations (torch.profiler) over "
+                 f"{len(chosen)} training steps run as training runs them (the collated batch, with its "
+                 f"teacher rows when cached; forward, backward, clipping, AdamW step and its state), including the "
+                 f"step with the largest micro-batch; {teacher_where}; memory-mapped cache pages not counted")
 
-    # --- evaluate ---------------------------------------------------------------------------
+    # --- evaluate, save ----------------------------------------------------------------------
     data_file = test_file(cfg, cfg.corpus, tokenizer, tok_key)
-    out_dir = Path(out_dir)
     eval_start = time.perf_counter()
     quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks,
                        cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed)
     eval_seconds = time.perf_counter() - eval_start
+    student_weights = weights_sha256(student)
+    if cfg.save_student:
+        save_student(student, tokenizer, out_dir, rid)
 
     # --- record -----------------------------------------------------------------------------
     # The output heads run only where the next token is supervised, so they count per target.
-    prof_shapes = [tuple(b["input_ids"].shape) for step in prof_steps for b in step]
-    prof_targets = sum(supervised_targets(b) for step in prof_steps for b in step)
-    sc, tc = student.config, teacher.config
+    prof_batches = [b for i in chosen for b in micro_batches(items, schedule[i], s.grad_accum, pad)]
+    prof_shapes = [tuple(b["input_ids"].shape) for b in prof_batches]
+    prof_targets = sum(supervised_targets(b) for b in prof_batches)
+    sc = student.config
     seen = [items[i] for idx in schedule for i in idx]  # every example the steps consumed
     sup = {k: sum(it.supervised[k] for it in seen) for k in ("P", "CoT", "A")}
     all_targets = sum(sup.values())
@@ -145,20 +194,24 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     student_run = analytic_flops(sc, all_shapes, head_tokens=all_targets)
     teacher_sample = analytic_flops(tc, prof_shapes, backward=False, head_tokens=prof_targets)
     teacher_run = analytic_flops(tc, all_shapes, backward=False, head_tokens=all_targets)
-    scale = student_run / student_sample  # profiled steps -> whole run
-    measured_student = prof["flops"] - prof["teacher_flops"]
     record = {
         "run_id": rid,
         "config": asdict(cfg),
-        "env": records.env_info(device),
-        "teacher": {"id": teacher_meta["id"], "accuracy": teacher_meta["accuracy"],
+        "env": {**records.env_info(device), "execution": execution(cfg)},
+        "teacher": {"id": teacher_meta["id"], "weights_sha256": weights["teacher"],
+                    "accuracy": teacher_meta["accuracy"], "quality": teacher_meta["quality"]["test"],
                     "parameters": teacher_meta["parameters"], "train_seconds": teacher_meta["train_seconds"],
+                    "built": teacher_meta.get("built"),
                     "cached": cache is not None,
                     "cache": cache.record(cache_built) if cache else None},
         "student": {"init": cfg.init, "base_id": base_meta["id"] if base_meta else None,
+                    "base_weights_sha256": weights["base"],
+                    # The base scored on this run's test split, by the base's evaluation settings.
                     "base_accuracy": base_meta["accuracy"] if base_meta else None,
                     "base_one_op_accuracy": base_meta["quality"]["one_op_facts"]["accuracy"] if base_meta else None,
-                    "parameters": sum(p.numel() for p in student.parameters())},
+                    "parameters": sum(p.numel() for p in student.parameters()),
+                    "weights_sha256": student_weights,
+                    "saved": str(student_path(out_dir, rid).name) if cfg.save_student else None},
         "data": {
             "examples": len(items),
             "empty_examples": len(empty),
@@ -180,26 +233,96 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
             "tokens_per_second": stats["tokens"] / stats["seconds"],
             "peak_memory_bytes": int(peak),
             "peak_memory_source": peak_source,
-            # Student forward+backward FLOPs of the whole run: the profiler's count on the
-            # profiled steps, scaled to the run by the analytic ratio of all steps to them.
-            "flops_profiler": measured_student * scale,
+            "peak_memory_scope": scope,
+            # FLOPs: measured = torch.profiler's matmul count on the profiled steps (student
+            # forward + backward; the teacher's forward apart); the run's totals are that count
+            # scaled by the analytic ratio of all steps to the profiled ones (extrapolated).
+            "flops_profiler": prof["flops"] * student_run / student_sample,
+            "flops_profiler_measured": prof["flops"],
+            "flops_profiler_elementwise_measured": prof["flops_other"],
+            "flops_profiler_method": (f"torch.profiler matmul FLOPs of {len(chosen)} profiled steps x analytic "
+                                      "(all steps / profiled steps); elementwise FLOPs reported apart"),
             "flops_analytic": student_run,
-            "flops_ratio": measured_student / student_sample,
+            "flops_analytic_profiled": student_sample,
+            "flops_ratio": prof["flops"] / student_sample,
             # Teacher forward FLOPs the run's steps spent: 0 when its rows came from the cache
             # (whose one-off cost is teacher.cache.build_flops_analytic). The "live" count is
             # what a teacher pass per step would cost, as in the paper's set-up.
-            "flops_teacher_profiler": prof["teacher_flops"] * scale,
+            "flops_teacher_profiler": prof["teacher_flops"] * teacher_run / teacher_sample if live else 0.0,
+            "flops_teacher_profiler_measured": prof["teacher_flops"],
             "flops_teacher_analytic": teacher_run if live else 0.0,
             "flops_teacher_ratio": prof["teacher_flops"] / teacher_sample if live else None,
             "flops_teacher_live_analytic": teacher_run,
-            "profiled_steps": n_prof,
+            "flops_uncounted_ops": prof["uncounted_ops"],
+            "profiled_steps": len(chosen),
+            "profiled_step_indices": chosen,
             # The implementation profiled (and trained): only eager exposes the attention
             # matmuls to the profiler, so flops_ratio is ~1 under eager and < 1 under sdpa.
             "attention": cfg.attn_implementation,
-            "dtype": "bfloat16" if device.type == "cuda" else "float32",
+            "dtype": execution(cfg)["dtype"],
         },
         "quality": {TASK: quality},
         "curve": stats["curve"],
     }
-    records.write(record, out_dir)
+    records.write(record, out_dir, overwrite=overwrite)
     return record
+
+
+def student_path(out_dir: str | Path, rid: str) -> Path:
+    return Path(out_dir) / f"{rid}.student"
+
+
+def save_student(student, tokenizer, out_dir: Path, rid: str) -> Path:
+    """The distilled student in Hugging Face format beside its record (``study evaluate``
+    re-scores it), written whole or not at all."""
+    path = student_path(out_dir, rid)
+    if path.exists():  # left by a run killed before its record (a recorded one was set aside)
+        shutil.rmtree(path)
+    return atomic_dir(path, lambda tmp: (student.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+EVAL_KEYS = ("eval_examples", "max_gen_toks", "eval_batch_size")
+
+
+def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
+    """Score the saved student of run ``rid`` again, with evaluation settings changed by
+    ``overrides`` (``max_gen_toks=512``, ``eval_examples=100``, ``eval_batch_size=10``).
+    The result, with its settings, goes to ``<rid>.student/evaluations/<key>.json`` (the raw
+    lm-eval output beside it); the record itself is never changed. Returns that result."""
+    from .config import config_from_dict, config_hash, parse_override
+    from .models import load_model, tokenizer_key
+
+    runs_dir = Path(runs_dir)
+    rec_path = records.record_path(runs_dir, rid)
+    if not rec_path.exists():
+        raise FileNotFoundError(f"no record {rec_path}: give the run id of a record in --runs {runs_dir}")
+    rec = records.read(rec_path)
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if key not in EVAL_KEYS:
+            raise ValueError(f"study evaluate changes evaluation settings only ({', '.join(EVAL_KEYS)}), "
+                             f"not {key}: train a new run with `study run --set {text}` instead")
+    cfg = config_from_dict(rec["config"], list(overrides))
+    folder = student_path(runs_dir, rid)
+    if not folder.exists():
+        raise FileNotFoundError(f"run {rid} has no saved student ({folder}); it ran with save_student=false. "
+                                f"Rerun it with `study run --set save_student=true --overwrite`")
+    device = pick_device(cfg.device)
+    student = load_model(folder, cfg.attn_implementation, device)
+    expected = rec["student"].get("weights_sha256")
+    if expected and weights_sha256(student) != expected:
+        raise ValueError(f"{folder}: its weights differ from those run {rid} recorded; the files were changed")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
+    out = folder / "evaluations" / f"{config_hash(settings)}.json"
+    if out.exists():
+        return records.read(out)
+    data_file = test_file(cfg, cfg.corpus, tokenizer, tokenizer_key(cfg.tokenizer))
+    quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks, cfg.eval_batch_size,
+                       raw_path=out.with_suffix(".lm_eval.json"), seed=cfg.seed)
+    result = {"run_id": rid, "settings": settings, "quality": {TASK: quality},
+              "env": records.env_info(device)}
+    records.atomic_write_text(out, json.dumps(result, indent=1))
+    return result

@@ -13,6 +13,14 @@ A table is a DataFrame of raw numbers (the CSV); confidence intervals are ``<nam
 ``<name> CI high`` columns that the Markdown and LaTeX merge into ``[lo, hi]``. Variants that
 are absent from the records are skipped, so a partial study gives partial tables.
 
+Statistics (study/analysis.py): accuracy, retention and difference intervals are 95% two-stage
+bootstrap intervals over seeds and test problems, read from each run's lm-eval output, so they
+lie inside [0, 1] for accuracies and include the variance over problems; comparisons are
+paired by seed where both variants hold the same seeds (paired t-test, paired bootstrap), else
+Welch's t-test (unpaired). Every table's note says how its intervals were computed, including
+any variant whose per-problem outputs were missing (bootstrap over seeds only) and any pair left
+out; the significance tables name each row's test and interval method.
+
     from study.tables import write_all, truncation_table
     write_all("results/runs", "paper_tables")      # 5 tables x (.md, .tex, .csv)
     truncation_table(load("results/runs"))         # the same numbers as a DataFrame
@@ -28,7 +36,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .analysis import flat_config, holm, label_variants, mean_ci, ratio_ci, select, variant_of, welch
+from .analysis import (BOOTSTRAP_REPLICATES, accuracy_ci, compare, flat_config, holm, label_variants, ratio_ci,
+                       select, variant_of)
 from .config import RunConfig
 from .records import atomic_write_text, load
 from .sections import CONDITIONS
@@ -44,7 +53,7 @@ SUPERVISED = "supervised tokens"
 TOKENS = "tokens forwarded"
 SECONDS = "train time (s)"
 MEMORY = "peak memory (MB)"
-FLOPS = "train FLOPs (profiler)"
+FLOPS = "train FLOPs (profiled steps, extrapolated)"  # compute.flops_profiler: see FLOPS_NOTE
 RETENTION = "retention"
 RETENTION_FIRST = r"retention (first \boxed{})"
 LOW, HIGH = " CI low", " CI high"  # suffixes of the interval columns
@@ -60,19 +69,33 @@ SCALE = {MEMORY: 1e-6}  # bytes -> MB (10^6 bytes)
 
 TEACHER = "teacher"
 BASE = "base student (no distillation)"
-WELCH = "Welch t-test over seeds"
+DIFF_METHOD = "CI method"  # significance tables: how the row's difference interval was computed
+
+ACC_CI_NOTE = (f"Accuracy 95% CI: two-stage bootstrap over seeds and test problems ({BOOTSTRAP_REPLICATES} "
+               "replicates, percentile interval; each replicate resamples the seeds and the problems with "
+               "replacement, one problem draw for all seeds), inside [0, 1]; none for one seed.")
+FLOPS_NOTE = ("Train FLOPs (compute.flops_profiler) are the student's forward and backward FLOPs counted by "
+              "torch.profiler on {steps} optimiser steps of the run (compute.profiled_steps), extrapolated to "
+              "the whole run by the analytic FLOPs ratio of all its steps to the profiled ones: measured on the "
+              "profiled steps, extrapolated to the rest.")
+MEMORY_SOURCES = {  # compute.peak_memory_source -> what it measures
+    "cpu_profiler_step_allocations+parameters+adam_state":
+        "CPU: torch.profiler's peak of live allocations during a profiled training step, plus the resident "
+        "parameters and AdamW state (from tensor sizes), not the process's resident memory",
+    "cuda_max_memory_allocated": "CUDA: the allocator's peak (torch.cuda.max_memory_allocated) over the training loop",
+}
 
 CAPTIONS = {
     "supervision": "Supervision allocation at lsp 1.0: accuracy by supervised sections "
-                   "(mean and 95% CI over seeds).",
+                   "(mean and 95% CI over seeds and test problems).",
     "truncation": "Lead-span truncation: accuracy, retention (accuracy relative to lsp 1.0) "
                   "and training cost by lead-span proportion.",
     "halves_controls": "Which 50% window, and controls: random mask, cut after </think>, "
                        "token-budget match, late-answer corpus.",
     "significance": "Tests behind the claimed comparisons (accuracy by the last \\boxed{}, the "
-                    "paper's rule; Welch t-test over seeds).",
+                    "paper's rule; paired t-test over seeds where the seeds pair, else Welch).",
     "significance_first_boxed": "The same tests with accuracy by the first \\boxed{} answer "
-                                "(Welch t-test over seeds).",
+                                "(paired t-test over seeds where the seeds pair, else Welch).",
 }
 
 
@@ -103,13 +126,48 @@ def _mean(rows: pd.DataFrame, column: str) -> float:
     return float(rows[column].mean()) if column in rows and len(rows) else math.nan
 
 
-def _summary(rows: pd.DataFrame, costs: tuple[str, ...]) -> dict[str, Any]:
-    acc, low, high, n = mean_ci(rows[ACC])
-    out = {ACC: acc, ACC + LOW: low, ACC + HIGH: high, N: n,
+def _summary(rows: pd.DataFrame, costs: tuple[str, ...], methods: dict[str, str], setting: str) -> dict[str, Any]:
+    """A variant's row: accuracy with its bootstrap CI (analysis.accuracy_ci; its method is
+    kept in ``methods[setting]`` for the table note), seeds, first-\\boxed{} accuracy, costs."""
+    est = accuracy_ci(rows, ACC)
+    methods[setting] = est.method
+    out = {ACC: est.mean, ACC + LOW: est.low, ACC + HIGH: est.high, N: est.n,
            ACC_FIRST: _mean(rows, "accuracy_first_boxed")}
     for name in costs:
         out[name] = _mean(rows, COST_COLUMNS[name]) * SCALE.get(name, 1.0)
     return out
+
+
+def _ci_note(methods: dict[str, str]) -> str:
+    """The accuracy-interval sentence of a table note, naming every setting whose interval fell
+    back to the seeds alone (and why)."""
+    note = ACC_CI_NOTE
+    exact = [setting for setting, method in methods.items() if method.startswith("exact")]
+    if exact:
+        note += (" Where every run scores every problem alike (all 0 or all 1), the bootstrap has no spread and "
+                 "the CI is the exact (Clopper-Pearson) binomial interval over the test problems: "
+                 + ", ".join(exact) + ".")
+    fallback = [f"{setting}: {method}" for setting, method in methods.items() if "seeds only" in method]
+    if fallback:
+        note += " Bootstrap over seeds only, without the problems, for " + "; ".join(fallback) + "."
+    return note
+
+
+def _flops_note(rows: pd.DataFrame) -> str:
+    col = "compute.profiled_steps"
+    steps = sorted({int(x) for x in rows[col].dropna()}) if col in rows else []
+    text = "the profiled" if not steps else " or ".join(str(x) for x in steps)
+    return FLOPS_NOTE.format(steps=text)
+
+
+def _memory_note(rows: pd.DataFrame) -> str:
+    """What peak memory measures, from the records' own compute.peak_memory_source."""
+    col = "compute.peak_memory_source"
+    sources = sorted(set(rows[col].dropna())) if col in rows else []
+    if not sources:
+        return "Peak memory: no compute.peak_memory_source in the records."
+    return ("Peak memory is compute.peak_memory_source: "
+            + "; ".join(f"{src} ({MEMORY_SOURCES.get(src, 'as recorded')})" for src in sources) + ".")
 
 
 def _reference_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -148,48 +206,52 @@ def _frame(reference_rows: list[dict], rows: list[dict], note: str | None = None
 
 def supervision_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
     """Teacher and base student, then the six conditions (paper order) at the reference lsp:
-    accuracy mean and 95% CI over seeds, seeds, first-\\boxed{} accuracy, supervised tokens and
-    train time (means)."""
+    accuracy mean and 95% CI (bootstrap over seeds and test problems), seeds, first-\\boxed{}
+    accuracy, supervised tokens and train time (means). The note says how the intervals were
+    computed."""
     if df.empty:
         return pd.DataFrame()
     df, ref = _prepare(df, reference)
-    rows, used = [], []
+    rows, used, methods = [], [], {}
     for condition in CONDITIONS:
         sel = select(df, _variant(ref, condition=condition))
         if len(sel):
-            rows.append({SETTING: condition, **_summary(sel, (SUPERVISED, SECONDS))})
+            rows.append({SETTING: condition, **_summary(sel, (SUPERVISED, SECONDS), methods, condition)})
             used.append(sel)
     if not rows:
         return pd.DataFrame()
-    return _frame(_reference_rows(pd.concat(used)), rows)
+    return _frame(_reference_rows(pd.concat(used)), rows, _ci_note(methods))
 
 
 def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
     """Per lead-span proportion present (sorted): accuracy (mean, CI), retention = acc(lsp) /
     acc(lsp 1.0) with a 95% CI, by the last \\boxed{} (the paper's rule) and by the first, and
-    the costs (tokens forwarded, train time, peak memory, profiler FLOPs) as means and as
-    ratios of means to lsp 1.0.
+    the costs (tokens forwarded, train time, peak memory, train FLOPs: the profiler's count on
+    the profiled steps extrapolated to the run) as means and as ratios of means to lsp 1.0.
 
-    Retention is paired by seed where the seeds match (seed s at lsp x against seed s at
-    lsp 1.0: same base student, same batch order), the mean and t interval of per-seed ratios;
-    otherwise a delta-method interval around the ratio of means (analysis.ratio_ci). The table
-    note says which was used."""
+    Retention is the ratio of mean accuracies (analysis.ratio_ci), its interval the percentile
+    interval of that ratio over bootstrap replicates of seeds and test problems: paired by seed
+    where the seeds match (seed s at lsp x against seed s at lsp 1.0: same base student, same
+    batch order; the same seed and problem draws on both sides), else unpaired. The note says
+    which, names any pair or replicate left out, and says what the FLOPs and peak-memory
+    columns measure and what they extrapolate (the memory source read from the records)."""
     if df.empty:
         return pd.DataFrame()
     df, ref = _prepare(df, reference)
     full = select(df, {})
     costs = (TOKENS, SECONDS, MEMORY, FLOPS)
-    full_costs = _summary(full, costs)
-    rows, used, delta_rows = [], [], []
+    full_costs = {name: _mean(full, COST_COLUMNS[name]) * SCALE.get(name, 1.0) for name in costs}
+    rows, used, methods, retention_methods = [], [], {}, {}
     lsps = sorted(v.get("lsp", ref["lsp"]) for v in _present(df, {"lsp"}))
     for lsp in lsps:
         sel = select(df, _variant(ref, lsp=lsp))
-        row = {SETTING: f"lsp {_proportion(lsp)}", "lsp": lsp, **_summary(sel, costs)}
+        setting = f"lsp {_proportion(lsp)}"
+        row = {SETTING: setting, "lsp": lsp, **_summary(sel, costs, methods, setting)}
         for name, column in ((RETENTION, ACC), (RETENTION_FIRST, "accuracy_first_boxed")):
             if len(full):
-                mean, low, high, _, method = ratio_ci(sel, full, column)
-                if method == "delta" and name == RETENTION:
-                    delta_rows.append(_proportion(lsp))
+                est = ratio_ci(sel, full, column)
+                mean, low, high = est.mean, est.low, est.high
+                retention_methods[(setting, name)] = est.method
             else:
                 mean = low = high = math.nan
             row.update({name: mean, name + LOW: low, name + HIGH: high})
@@ -200,19 +262,30 @@ def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd
         used.append(sel)
     if not rows:
         return pd.DataFrame()
-    delta = "delta method around the ratio of means (seeds do not pair)"
-    if full.empty:
+    runs = pd.concat(used)
+    return _frame(_reference_rows(runs), rows, _truncation_note(methods, retention_methods, full.empty, runs))
+
+
+def _truncation_note(methods: dict[str, str], retention: dict[tuple[str, str], str], no_full: bool,
+                     runs: pd.DataFrame) -> str:
+    if no_full:
         how = "not available (no lsp 1.0 runs)"
-    elif len(delta_rows) == len(rows):
-        how = delta
     else:
-        how = "paired by seed (mean and t interval of per-seed ratios)"
-        if delta_rows:
-            how += f", except at lsp {', '.join(delta_rows)}: {delta}"
-    note = (f"Retention = accuracy / accuracy at lsp 1.0; its 95% CI is {how}. Cost ratios are "
-            "ratios of means to lsp 1.0. Accuracy counts the last \\boxed{} (the paper's rule); "
-            "the first-\\boxed{} columns count the first.")
-    return _frame(_reference_rows(pd.concat(used)), rows, note)
+        unpaired = sorted({setting for (setting, _), m in retention.items() if m.startswith("unpaired")})
+        how = ("the percentile interval of the same ratio in each bootstrap replicate (seeds and test "
+               "problems resampled as for accuracy), paired by seed: the same seed and problem draws at lsp x "
+               "and at lsp 1.0")
+        if unpaired:
+            how += f"; unpaired (seeds drawn separately) at {', '.join(unpaired)}, whose seeds do not pair"
+        special: dict[str, list[str]] = {}  # method -> the retentions it applies to, said once
+        for (setting, name), m in retention.items():
+            if any(w in m for w in ("seeds only", "dropped", "left out", "undefined", "no spread")):
+                special.setdefault(m, []).append(setting + (" (first \\boxed{})" if name == RETENTION_FIRST else ""))
+        if special:
+            how += ". Exceptions: " + "; ".join(f"{', '.join(where)}: {m}" for m, where in special.items())
+    return (f"{_ci_note(methods)} Retention = mean accuracy / mean accuracy at lsp 1.0 (>= 0); its 95% CI is "
+            f"{how}. Cost ratios are ratios of means to lsp 1.0. {_flops_note(runs)} {_memory_note(runs)} "
+            "Accuracy counts the last \\boxed{} (the paper's rule); the first-\\boxed{} columns count the first.")
 
 
 def _halves_controls_variants(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict]]:
@@ -236,23 +309,26 @@ def _halves_controls_variants(df: pd.DataFrame, ref: dict[str, Any]) -> list[tup
 def halves_controls_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
     """Full sequence, left/middle/right 50% windows and the controls that are present, plus
     teacher and base-student rows (one per corpus): accuracy (mean, CI), seeds, first-\\boxed{}
-    accuracy, tokens forwarded, train time, and FLOPs as a ratio to the full-sequence run."""
+    accuracy, tokens forwarded, train time, and FLOPs as a ratio to the full-sequence run. The
+    note says how the intervals were computed and what the FLOPs column measures."""
     if df.empty:
         return pd.DataFrame()
     df, ref = _prepare(df, reference)
     full_flops = _mean(select(df, {}), COST_COLUMNS[FLOPS])
-    rows, used = [], []
+    rows, used, methods = [], [], {}
     for label, variant in _halves_controls_variants(df, ref):
         sel = select(df, variant)
         if len(sel):
-            row = {SETTING: label, **_summary(sel, (TOKENS, SECONDS, FLOPS))}
+            row = {SETTING: label, **_summary(sel, (TOKENS, SECONDS, FLOPS), methods, label)}
             row["FLOPs ratio"] = row[FLOPS] / full_flops if full_flops else math.nan
             rows.append(row)
             used.append(sel)
     if not rows:
         return pd.DataFrame()
-    note = "FLOPs ratio is to the full-sequence run on the default corpus (lsp 1.0)."
-    return _frame(_reference_rows(pd.concat(used)), rows, note)
+    runs = pd.concat(used)
+    note = (f"{_ci_note(methods)} FLOPs ratio is to the full-sequence run on the default corpus (lsp 1.0). "
+            f"{_flops_note(runs)}")
+    return _frame(_reference_rows(runs), rows, note)
 
 
 def _comparisons(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict, dict, str]]:
@@ -283,9 +359,13 @@ ANSWER_RULES = {"last": ("accuracy", "the last \\boxed{} (the paper's rule)"),
 
 
 def significance_table(df: pd.DataFrame, reference: RunConfig | None = None, rule: str = "last") -> pd.DataFrame:
-    """One row per claimed comparison whose two variants are both present: means, difference
-    (a - b), seeds, Welch's t-test over seeds (t, two-sided p), the Holm-adjusted p over the
-    table's comparisons as one family, and the paper's claim. ``rule`` picks the accuracy:
+    """One row per claimed comparison whose two variants are both present (analysis.compare):
+    means, difference (a - b) with its 95% bootstrap CI over seeds and test problems, seeds,
+    the test (t, two-sided p), the Holm-adjusted p over the table's comparisons as one family,
+    how the CI was computed, and the paper's claim. The test is the paired t-test over the
+    per-seed differences where both variants hold the same seeds (the design pairs them: seed s
+    shares its base student and batch order), else Welch's t-test, labelled unpaired; the
+    ``test`` column names it per row, with any pair left out. ``rule`` picks the accuracy:
     "last" \\boxed{} (the paper's rule) or "first" (students that never learn to stop, after
     truncation or without A, differ most between the two)."""
     if rule not in ANSWER_RULES:
@@ -296,19 +376,25 @@ def significance_table(df: pd.DataFrame, reference: RunConfig | None = None, rul
     df, ref = _prepare(df, reference)
     rows = []
     for label, va, vb, claim in _comparisons(df, ref):
-        a, b = select(df, va)[column], select(df, vb)[column]
+        a, b = select(df, va), select(df, vb)
         if len(a) == 0 or len(b) == 0:
             continue
-        t, p = welch(a, b)
-        rows.append({"comparison": label, "mean a": a.mean(), "mean b": b.mean(),
-                     "difference": a.mean() - b.mean(), "n a": len(a), "n b": len(b),
-                     "test": WELCH, "t": t, "p": p, "paper's claim": claim})
+        c = compare(a, b, column)
+        rows.append({"comparison": label, "mean a": c.mean_a, "mean b": c.mean_b, "difference": c.difference,
+                     "difference" + LOW: c.low, "difference" + HIGH: c.high, "n a": c.n_a, "n b": c.n_b,
+                     "test": c.test, "t": c.t, "p": c.p, DIFF_METHOD: c.interval, "paper's claim": claim})
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
     table.insert(table.columns.get_loc("p") + 1, "p (Holm)", holm(table["p"]))
-    table.attrs["note"] = ("a - b over seeds; p two-sided; p (Holm) adjusts for all comparisons "
-                           f"in this table. Accuracy by {rule_text}.")
+    table.attrs["note"] = (
+        "a - b; its 95% CI is the percentile interval of the difference of means over "
+        f"{BOOTSTRAP_REPLICATES} bootstrap replicates of seeds and test problems (per row: {DIFF_METHOD}; "
+        "paired: the same seed and problem draws on both sides). p is two-sided, from the row's test: the "
+        "paired t-test over per-seed differences where both variants have the same seeds, else Welch's "
+        "t-test (unpaired); both treat the test problems as fixed, and t and p are blank where the "
+        "per-seed differences (or, for Welch, both sides) have no spread. n a, n b: seeds (pairs when "
+        f"paired). p (Holm) adjusts for all comparisons in this table. Accuracy by {rule_text}.")
     return table
 
 

@@ -7,11 +7,12 @@ it needs. A middle or right window starts the sequence elsewhere, so the teacher
 context there; those runs get their own entry, keyed by the window, built from the windowed
 sequences (never from the full-sequence outputs).
 
-    cache = get_or_build(cfg, teacher, teacher_meta["id"], tokenizer, tok_key, encoded)
+    cache = get_or_build(cfg, teacher, teacher_meta["weights_sha256"], tokenizer, tok_key, encoded, device)
     items = cache.attach(items)      # every TrainItem carries a view of its teacher rows
 
-Layout of ``cache_dir/teacher_outputs-<key>/`` (the key hashes the teacher, the tokenizer, the
-corpus, the mode and k, and the window; never a step or a batch position):
+Layout of ``cache_dir/teacher_outputs-<key>/`` (the key hashes the teacher's weights, the
+attention implementation and thread count of its forward, the tokenizer, the corpus, the mode
+and k, and the window; never a step or a batch position):
 
     meta.json            mode, k, vocabulary, examples, tokens, bytes, build time, FLOPs
     index.json           example id -> [first row, rows]
@@ -170,18 +171,28 @@ def build(teacher, sequences: list[tuple[str, list[int]]], mode: str, k: int, ou
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def cache_key(cfg: RunConfig, teacher_id: str, tok_key: str, mode: str, k: int) -> str:
-    return config_hash({"format": 1, "teacher": teacher_id, "tokenizer": tok_key,
+def cache_key(cfg: RunConfig, teacher_weights: str, tok_key: str, mode: str, k: int, threads: int) -> str:
+    """What determines the cached rows: the teacher's weights (their hash, not its config),
+    the attention implementation and thread count its forward ran with, the tokenizer, the
+    corpus, the mode and k, and the window."""
+    return config_hash({"format": 2, "teacher_weights": teacher_weights, "tokenizer": tok_key,
+                        "attn_implementation": cfg.attn_implementation, "threads": threads,
                         "corpus": asdict(cfg.corpus), "mode": mode, "k": k, "view": view_of(cfg)})
 
 
-def get_or_build(cfg: RunConfig, teacher, teacher_id: str, tokenizer, tok_key: str, encoded,
+def get_or_build(cfg: RunConfig, teacher, teacher_weights: str, tokenizer, tok_key: str, encoded,
                  device) -> tuple[TeacherCache, bool]:
-    """The run's teacher cache, built on first use. Returns (cache, built_in_this_call)."""
+    """The run's teacher cache, built on first use with the run's thread count (so a grid that
+    builds it for its cells computes the rows they would). Returns (cache, built_in_this_call)."""
+    from .identity import resolved_threads
+    from .train import torch_threads
+
     mode, k = cache_mode(cfg, teacher.config.vocab_size)
-    path = Path(cfg.cache_dir) / f"teacher_outputs-{cache_key(cfg, teacher_id, tok_key, mode, k)}"
+    threads = resolved_threads(cfg)
+    path = Path(cfg.cache_dir) / f"teacher_outputs-{cache_key(cfg, teacher_weights, tok_key, mode, k, threads)}"
     built = not path.exists()
     if built:
         seqs = sequences_for(cfg, encoded)
-        atomic_dir(path, lambda tmp: build(teacher, seqs, mode, k, tmp, tokenizer.pad_token_id, device))
+        with torch_threads(threads):
+            atomic_dir(path, lambda tmp: build(teacher, seqs, mode, k, tmp, tokenizer.pad_token_id, device))
     return TeacherCache.open(path), built

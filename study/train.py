@@ -10,6 +10,7 @@ number of optimiser steps, so lsp = 0.5 and lsp = 1.0 take the same steps.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -35,12 +36,37 @@ class LoopSettings:
     loss: str = "forward_kl"
     temperature: float = 1.0
     beta: float = 0.5
+    # The paper's set-up takes torch's defaults for these (authors' code: a plain
+    # AdamW(model.parameters()) and OneCycleLR(max_lr, total_steps, pct_start)): see RunConfig.
+    cycle_momentum: bool = True
+    lr_div_factor: float = 25.0
+    lr_final_div_factor: float = 1e4
+    decay_norms_and_embeddings: bool = True
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads (0: as they are), then restore the count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"device={name} was asked for but {why} (torch {torch.__version__}); "
+                         "use device=cpu or device=auto, or install a CUDA build of torch")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
 
 
 def batch_schedule(n_items: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -60,6 +86,12 @@ def batch_schedule(n_items: int, batch_size: int, steps: int, seed: int) -> list
 def micro_batches(items: list[TrainItem], indices: list[int], grad_accum: int, pad_id: int):
     size = len(indices) // grad_accum
     return [collate([items[j] for j in indices[k : k + size]], pad_id) for k in range(0, len(indices), size)]
+
+
+def micro_batch_shapes(items: list[TrainItem], indices: list[int], grad_accum: int) -> list[tuple[int, int]]:
+    """The (batch, width) of each micro-batch ``micro_batches`` would collate, without collating."""
+    size = len(indices) // grad_accum
+    return [(size, max(len(items[j].ids) for j in indices[k : k + size])) for k in range(0, len(indices), size)]
 
 
 def supervised_targets(batch: dict) -> int:
@@ -114,12 +146,53 @@ def loss_step(model, teacher, batch, s: LoopSettings, num_supervised: int, devic
     return parts
 
 
+def check_schedule(s: LoopSettings) -> None:
+    """torch's OneCycleLR divides by (warm-up steps - 1): a warm-up of exactly one step fails."""
+    if s.warmup * max(s.steps, 2) == 1.0:
+        raise ValueError(f"warmup={s.warmup} of {s.steps} steps is exactly one warm-up step, which torch's "
+                         "OneCycleLR cannot schedule (it divides by zero); choose another warmup or step count")
+
+
 def make_optimizer(model, s: LoopSettings):
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    """AdamW and a one-cycle schedule, as in the paper's code. With torch's defaults (the
+    paper's) the lr rises from lr / 25 to lr over the warm-up and falls to lr / 25e4, and
+    ``cycle_momentum`` moves AdamW's beta1 between 0.95 and 0.85 against the lr."""
+    check_schedule(s)
+    if s.decay_norms_and_embeddings:
+        groups = [{"params": list(model.parameters())}]
+    else:  # decay the 2-D projection weights only (the common practice the paper does not follow)
+        emb = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        decay = [p for p in model.parameters() if p.ndim >= 2 and id(p) not in emb]
+        rest = [p for p in model.parameters() if p.ndim < 2 or id(p) in emb]
+        groups = [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=s.lr, total_steps=max(s.steps, 2), pct_start=s.warmup, anneal_strategy="cos"
+        opt, max_lr=s.lr, total_steps=max(s.steps, 2), pct_start=s.warmup, anneal_strategy="cos",
+        cycle_momentum=s.cycle_momentum, div_factor=s.lr_div_factor, final_div_factor=s.lr_final_div_factor,
     )
     return opt, sched
+
+
+def train_step(model, teacher, items: list[TrainItem], indices: list[int], pad_id: int, s: LoopSettings,
+               opt, sched, device) -> dict:
+    """One optimiser step over the examples ``indices``, exactly as training runs it: collate
+    the micro-batches, forward and backward each (the loss of every micro-batch is normalised
+    by the supervised targets of the whole step), clip, step, clear the gradients. Returns
+    the step's losses and the tokens it forwarded (padding excluded) and computed."""
+    batches = micro_batches(items, indices, s.grad_accum, pad_id)
+    n_sup = sum(supervised_targets(b) for b in batches)  # normaliser of the whole step
+    ce = kd = total = 0.0
+    tokens = padded = 0
+    for b in batches:
+        parts = loss_step(model, teacher, b, s, n_sup, device)
+        ce, kd, total = ce + parts.ce.item(), kd + parts.kd.item(), total + parts.total.item()
+        tokens += int(b["attention_mask"].sum())
+        padded += b["input_ids"].numel()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return {"loss": total, "ce": ce, "kd": kd, "tokens": tokens, "tokens_padded": padded}
 
 
 def train_loop(model, items: list[TrainItem], pad_id: int, s: LoopSettings, device, teacher=None,
@@ -135,19 +208,9 @@ def train_loop(model, items: list[TrainItem], pad_id: int, s: LoopSettings, devi
         torch.cuda.synchronize()
     start = time.perf_counter()
     for step, indices in enumerate(tqdm(schedule, desc=desc, disable=not progress, leave=False)):
-        batches = micro_batches(items, indices, s.grad_accum, pad_id)
-        n_sup = sum(supervised_targets(b) for b in batches)  # normaliser of the whole step
-        ce = kd = total = 0.0
-        for b in batches:
-            parts = loss_step(model, teacher, b, s, n_sup, device)
-            ce, kd, total = ce + parts.ce.item(), kd + parts.kd.item(), total + parts.total.item()
-            tokens += int(b["attention_mask"].sum())
-            padded += b["input_ids"].numel()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        curve.append({"step": step + 1, "loss": total, "ce": ce, "kd": kd})
+        out = train_step(model, teacher, items, indices, pad_id, s, opt, sched, device)
+        tokens, padded = tokens + out["tokens"], padded + out["tokens_padded"]
+        curve.append({"step": step + 1, "loss": out["loss"], "ce": out["ce"], "kd": out["kd"]})
     if device.type == "cuda":
         torch.cuda.synchronize()
     return {"curve": curve, "seconds": time.perf_counter() - start, "tokens": tokens, "tokens_padded": padded}

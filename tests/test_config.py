@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import typing
+from pathlib import Path
 
 import pytest
 
 from study.config import (
     CorpusConfig,
+    ModelConfig,
+    PretrainConfig,
     RunConfig,
+    TokenizerConfig,
     config_from_dict,
     config_hash,
     default_base,
     default_teacher,
     load_config,
     parse_override,
-    run_id,
 )
+from study.identity import run_id as _run_id
 
 YAML = """\
 condition: CoT+A
@@ -99,7 +105,11 @@ def test_parse_override():
     assert parse_override("a=b=c") == (["a"], "b=c")  # only the first '=' splits
 
 
-# --- run ids -------------------------------------------------------------------------------
+# --- run ids (both directions for every field: tests/test_identity.py) ----------------------
+
+
+def run_id(cfg):
+    return _run_id(cfg, {"teacher": "t" * 64, "base": "b" * 64})
 
 
 def test_run_id_stable(yaml_file):
@@ -234,5 +244,148 @@ def test_missing_file(tmp_path):
 def test_exponent_without_dot_is_a_float(yaml_file):
     # YAML 1.1 reads "8e-3" as a string; a researcher typing --set lr=8e-3 means a float.
     assert load_config(yaml_file, ["lr=8e-3"]).lr == pytest.approx(0.008)
-    with pytest.raises(ValueError, match="lr must be float"):
+    with pytest.raises(ValueError, match="lr must be a number"):
         load_config(yaml_file, ["lr=fast"])
+
+
+# --- canonical types and validation of every field ---------------------------------------------
+
+
+def test_int_for_a_float_field_is_canonicalised():
+    """Run ids hash asdict(cfg): lsp=1 and lsp=1.0 must be one config, one hash."""
+    a, b = RunConfig(lsp=1, lr=1, warmup=0), RunConfig(lsp=1.0, lr=1.0, warmup=0.0)
+    assert a == b and isinstance(a.lsp, float) and isinstance(a.lr, float)
+    assert dataclasses.asdict(a) == dataclasses.asdict(b)
+    assert json.dumps(dataclasses.asdict(a)) == json.dumps(dataclasses.asdict(b))
+    assert config_hash(a) == config_hash(b)
+    assert config_from_dict({"lsp": 1}) == RunConfig() and config_from_dict({"lsp": 1}).lsp.is_integer()
+    assert PretrainConfig(lr=1) == PretrainConfig(lr=1.0)
+    assert json.dumps(dataclasses.asdict(load_config_text("lsp: 1\nalpha: 0\n"))) == \
+        json.dumps(dataclasses.asdict(RunConfig(alpha=0.0)))
+
+
+def load_config_text(text):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.yaml"
+        path.write_text(text)
+        return load_config(path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lsp": "0.5"}, "lsp must be a number, got '0.5' (str)"),
+    ({"lsp": True}, "lsp must be a number, got True (bool)"),
+    ({"epochs": True}, "epochs must be an integer, got True (bool)"),
+    ({"batch_size": 2.0}, "batch_size must be an integer, got 2.0 (float)"),
+    ({"cut_after_think": 1}, "cut_after_think must be true or false, got 1 (int)"),
+    ({"condition": 5}, "condition must be a string, got 5 (int)"),
+    ({"corpus": {"layout": "late"}}, "corpus must be a CorpusConfig"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+])
+def test_python_construction_is_type_checked(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        RunConfig(**kwargs)
+    assert message in str(err.value)
+
+
+def _wrong_value(kind):
+    return {int: "x", float: "x", str: 5, bool: 1}.get(kind, 5)
+
+
+@pytest.mark.parametrize("cls", [RunConfig, PretrainConfig, ModelConfig, TokenizerConfig, CorpusConfig])
+def test_every_field_is_type_checked_and_named(cls):
+    """Each field of each config (fields added later included) rejects a value of the wrong
+    type with a message that starts with the field's name."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        with pytest.raises(ValueError) as err:
+            cls(**{f.name: _wrong_value(hints[f.name])})
+        assert str(err.value).startswith(f"{f.name} must be"), (f.name, str(err.value))
+
+
+@pytest.mark.parametrize("cls", [RunConfig, PretrainConfig, ModelConfig, TokenizerConfig, CorpusConfig])
+def test_every_integer_field_has_a_lower_bound(cls):
+    """No integer field of a config takes -1 (a size, a count, a seed): each says its range."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if hints[f.name] is int:
+            with pytest.raises(ValueError) as err:
+                cls(**{f.name: -1})
+            assert f.name in str(err.value) and "-1" in str(err.value), (f.name, str(err.value))
+
+
+def test_nested_errors_name_the_full_path(yaml_file):
+    for override, path in [("teacher.steps=0", "teacher.steps must be an integer >= 1, got 0"),
+                           ("base.model.head_dim=3", "base.model.head_dim must be an even integer"),
+                           ("corpus.train_examples=0", "corpus.train_examples must be an integer >= 1"),
+                           ("tokenizer.seed=-2", "tokenizer.seed must be an integer in [0, 2**32 - 1]")]:
+        with pytest.raises(ValueError) as err:
+            load_config(yaml_file, [override])
+        assert str(err.value).startswith(path), (override, str(err.value))
+
+
+def test_a_string_of_overrides_is_rejected(yaml_file):
+    with pytest.raises(ValueError, match=r"overrides must be a list of 'key=value' strings.*\['lsp=0.5'\]"):
+        load_config(yaml_file, "lsp=0.5")
+    with pytest.raises(ValueError, match="overrides must be a list"):
+        config_from_dict({}, "lsp=0.5")
+    with pytest.raises(ValueError, match="an override must be a 'key=value' string"):
+        config_from_dict({}, [("lsp", 0.5)])
+
+
+@pytest.mark.parametrize("text, kind", [("- lsp\n- 0.5\n", "list"), ("hello\n", "str"), ("3\n", "int")])
+def test_a_config_file_that_is_not_a_mapping_names_the_file(tmp_path, text, kind):
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: a run config must be a mapping") and kind in str(err.value)
+
+
+def test_yaml_errors_are_one_line(tmp_path, yaml_file):
+    for call in (lambda: load_config(write(tmp_path, "lsp: [0.5\nx: {\n")), lambda: load_config(yaml_file, ["lsp=[0.5"])):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert "\n" not in str(err.value) and "line" in str(err.value)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_valid_devices(device):
+    assert RunConfig(device=device).device == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "CPU", "mps", ""])
+def test_invalid_devices(device):
+    with pytest.raises(ValueError, match=r"device must be one of auto, cpu, cuda, cuda:N"):
+        RunConfig(device=device)
+
+
+def test_pretraining_corpus_check_accepts_what_can_be_built():
+    """RunConfig accepts a teacher or base student exactly when its pretraining corpus can be
+    built (around the 300 one-operation problems that exist mod 10)."""
+    from study.config import pretrain_corpus
+
+    for train in (299, 300, 301, 20000):
+        for p in (dataclasses.replace(default_base(), train_examples=train, batch_size=8),
+                  dataclasses.replace(default_teacher(), train_examples=train, batch_size=8)):
+            try:
+                pretrain_corpus(CorpusConfig(), p)
+                builds = True
+            except ValueError:
+                builds = False
+            role = "base" if p.one_op else "teacher"
+            try:
+                RunConfig(**{role: p})
+                accepted = True
+            except ValueError as e:
+                accepted = False
+                assert f"{role}.train_examples {train}" in str(e)
+            assert accepted == builds, (role, train)
+    # A scratch student never trains the base, so its pretraining corpus is not checked.
+    big = dataclasses.replace(default_base(), train_examples=1000)
+    assert RunConfig(init="scratch", base=big).base.train_examples == 1000
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        assert isinstance(load_config(path), RunConfig)

@@ -5,19 +5,17 @@ exactly the supervised tokens)."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import replace
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from fixture_records import SEEDS, VARIANTS, JITTER
+from fixture_records import SEEDS, VARIANTS, fixture_configs
 from matplotlib.container import ErrorbarContainer
-from scipy import stats
 
 from study import figures
-from study.analysis import label_variants
-from study.config import RunConfig
+from study.analysis import accuracy_ci, label_variants, select
+from study.config import RunConfig, config_from_dict
 from study.data.pipeline import encode, prepare, target_mask
 from study.data.synthetic import BOXED, make_splits
 from study.records import load
@@ -29,15 +27,18 @@ def df(fixture_records_dir):
     return label_variants(load(fixture_records_dir))
 
 
-def fixture_accuracy(variant: dict, first: bool = False) -> tuple[float, float]:
-    """The fixture's mean accuracy of a variant and its independent 95% t half-width."""
-    for overrides, acc, acc_first, _ in VARIANTS:
-        if overrides == variant:
-            base = acc_first if first else acc
-            values = np.array([round(base + j, 3) for j in JITTER])
-            half = stats.t.ppf(0.975, len(SEEDS) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-            return float(values.mean()), float(half)
-    raise KeyError(variant)
+def fixture_accuracy(variant: dict, first: bool = False) -> float:
+    """The fixture's mean accuracy of a variant, from its own per-seed table."""
+    assert any(overrides == variant for overrides, *_ in VARIANTS), variant
+    target = config_from_dict(dict(variant))
+    values = [f if first else a for cfg, a, f, _ in fixture_configs() if replace(cfg, seed=target.seed) == target]
+    assert len(values) == len(SEEDS)
+    return float(np.mean(values))
+
+
+def vertical_bounds(container: ErrorbarContainer) -> np.ndarray:
+    """[lower, upper] end of each vertical error bar."""
+    return np.array([(seg[0][1], seg[1][1]) for seg in container.lines[2][0].get_segments()])
 
 
 def lsp_variant(lsp: float) -> dict:
@@ -93,15 +94,19 @@ def test_accuracy_vs_lsp_plots_the_fixture_means_and_intervals(df):
     last = errorbar(ax, "accuracy-last-boxed")
     x, y = (np.asarray(a, dtype=float) for a in last.lines[0].get_data())
     assert list(np.round(x, 6)) == levels
-    expected = [fixture_accuracy(lsp_variant(lsp)) for lsp in levels]
-    assert y == pytest.approx([m for m, _ in expected], abs=1e-9)
-    assert vertical_half_widths(last) == pytest.approx([h for _, h in expected], abs=1e-9)
+    assert y == pytest.approx([fixture_accuracy(lsp_variant(lsp)) for lsp in levels], abs=1e-9)
+    # The bars are the tables' intervals: the bootstrap over seeds and problems, inside [0, 1].
+    expected = [accuracy_ci(select(df, lsp_variant(lsp))) for lsp in levels]
+    bounds = vertical_bounds(last)
+    np.testing.assert_allclose(bounds, [(e.low, e.high) for e in expected], atol=1e-9)
+    assert (bounds >= 0).all() and (bounds <= 1).all() and (vertical_half_widths(last) > 0).all()
+    assert any("bootstrap CI over seeds and test problems" in t.get_text() for t in ax.texts)
 
     first = errorbar(ax, "accuracy-first-boxed")
     assert len(first.lines[0].get_xdata()) == 10
     assert first.lines[0].get_linestyle() == "--"
     assert np.asarray(first.lines[0].get_ydata(), dtype=float) == pytest.approx(
-        [fixture_accuracy(lsp_variant(lsp), first=True)[0] for lsp in levels], abs=1e-9)
+        [fixture_accuracy(lsp_variant(lsp), first=True) for lsp in levels], abs=1e-9)
 
     assert "lsp" in ax.get_xlabel() and "fraction" in ax.get_xlabel()
     assert "accuracy" in ax.get_ylabel() and "fraction" in ax.get_ylabel()
@@ -128,9 +133,26 @@ def test_compute_quality_has_three_labelled_panels_with_one_point_per_lsp(df):
         notes = sorted(t.get_text() for t in ax.texts)
         assert notes == sorted(f"{0.1 * i:.1f}" for i in range(1, 11))
     assert "accuracy" in fig.axes[0].get_ylabel()
-    # The fixture's profiler FLOPs are 1.3e12 * lsp * 0.99: shown in TFLOP.
+    # The fixture's profiler FLOPs are 1.3e12 * lsp * 0.99: shown in TFLOP, labelled as the
+    # profiler's count on the profiled steps, extrapolated to the run.
     flops = np.asarray(errorbar(fig.axes[0], "lsp-points").lines[0].get_xdata(), dtype=float)
     assert flops == pytest.approx([1.3 * 0.99 * 0.1 * i for i in range(1, 11)], rel=1e-9)
+    assert "profiled steps, extrapolated" in fig.axes[0].get_xlabel()
+    assert "cpu profiler step allocations" in fig.axes[2].get_xlabel()  # the records' memory source
+    title = fig._suptitle.get_text()
+    assert "accuracy error bars: 95% bootstrap CI over seeds and test problems" in title
+    assert "cost error bars: 95% Student-t CI over seeds" in title
+    bounds = vertical_bounds(errorbar(fig.axes[0], "lsp-points"))
+    assert (bounds >= 0).all() and (bounds <= 1).all()
+
+
+def test_figures_say_when_intervals_fall_back_to_seeds(df):
+    no_outputs = df.assign(path=None)  # no lm-eval outputs to read: the bootstrap over seeds only
+    fig = figures.accuracy_vs_lsp(no_outputs)
+    notes = [t.get_text() for t in fig.axes[0].texts]
+    assert any("over seeds only where per-problem outputs are missing" in t for t in notes)
+    fig = figures.accuracy_vs_lsp(df)
+    assert not any("seeds only" in t.get_text() for t in fig.axes[0].texts)
 
 
 # --- 3. supervision -------------------------------------------------------------------------------
@@ -142,7 +164,7 @@ def test_supervision_bars_are_the_six_conditions_in_paper_order(df):
     bars = [p for p in ax.patches if p.get_gid() == "supervision-bar"]
     assert len(bars) == 6
     assert [t.get_text() for t in ax.get_xticklabels()] == list(CONDITIONS)
-    expected = [fixture_accuracy({} if c == "P+CoT+A" else {"condition": c})[0] for c in CONDITIONS]
+    expected = [fixture_accuracy({} if c == "P+CoT+A" else {"condition": c}) for c in CONDITIONS]
     assert [b.get_height() for b in sorted(bars, key=lambda b: b.get_x())] == pytest.approx(expected, abs=1e-9)
     seed_points = sum(len(c.get_offsets()) for c in ax.collections if c.get_offsets().shape[0] and
                       c.get_offsets().shape[1] == 2 and type(c).__name__ == "PathCollection")
@@ -172,9 +194,9 @@ def test_halves_has_three_windows_a_reference_bar_and_loss_curves(df):
     assert len(windows) == 3 and len(reference) == 1
     assert reference[0].get_height() == pytest.approx(0.90)
     assert [b.get_height() for b in windows] == pytest.approx([
-        fixture_accuracy({"lsp": 0.5})[0],
-        fixture_accuracy({"lsp": 0.5, "window": "middle"})[0],
-        fixture_accuracy({"lsp": 0.5, "window": "right"})[0]], abs=1e-9)
+        fixture_accuracy({"lsp": 0.5}),
+        fixture_accuracy({"lsp": 0.5, "window": "middle"}),
+        fixture_accuracy({"lsp": 0.5, "window": "right"})], abs=1e-9)
     ticks = [t.get_text() for t in bar_ax.get_xticklabels()]
     assert ticks[0].startswith("full") and [t.split()[0] for t in ticks[1:]] == ["left", "middle", "right"]
     means = [line for line in loss_ax.get_lines() if line.get_gid() == "mean-curve"]
@@ -225,7 +247,8 @@ def test_write_all_skips_figures_without_data(df, tmp_path, caplog):
 
     only_reference = df[[v == {} for v in df["variant"]]]
     assert figures.write_all(only_reference, tmp_path / "one") == []
-    assert figures.write_all(tmp_path / "no-records", tmp_path / "none") == []
+    with pytest.raises(FileNotFoundError, match="no-records"):  # records.load: a missing folder is an error
+        figures.write_all(tmp_path / "no-records", tmp_path / "none")
 
 
 # --- 5. first-answer positions --------------------------------------------------------------------

@@ -17,7 +17,7 @@ import yaml
 from study import records
 from study.cli import main
 from study.config import RunConfig
-from study.grid import load_grid, run_grid, status
+from study.grid import load_grid, prepare, run_grid, status
 from tiny import tiny_config
 
 GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids"
@@ -30,7 +30,7 @@ def test_shipped_grids_expand(name, cells):
     grid = load_grid(GRIDS / f"{name}.yaml")
     seeds = {c.seed for c in grid.cells}
     assert len(grid.cells) == cells * len(seeds)
-    assert len({c.run_id for c in grid.cells}) == len(grid.cells)
+    assert len({c.key for c in grid.cells}) == len(grid.cells)
     if name != "quick":
         assert len(seeds) >= 3  # every study cell has at least three seeds
         assert grid.reference == RunConfig()  # the study's cells vary from the default run
@@ -47,7 +47,7 @@ def test_study_grids_cover_the_paper_variables():
     assert budget and all(c.lsp == 0.5 and c.corpus.train_examples == 2 * RunConfig().corpus.train_examples
                           for c in budget)
     # Shared cells are one run: P+CoT+A at lsp 1.0 is in both the supervision and truncation grids.
-    assert len({c.run_id for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 66
+    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 66
 
 
 def test_random_mask_control_matches_lsp_half(tokenizer):
@@ -106,12 +106,35 @@ def test_override_order_and_duplicates(tmp_path):
     ({"cells": [{"set": {"colour": 1}}]}, r"cell 'colour=1'.*unknown config key\(s\) colour"),
     ({"axes": {"lsp": [0.5]}, "seeds": 42}, r"seeds must be a non-empty list of integers"),
     ({}, r"the grid has no cells"),
+    ({"axes": {"lsp": [0.5]}, "seeds": [-1]}, r"seeds must be a non-empty list of integers in \[0, 2\*\*32 - 1\]"),
+    ({"axes": {"lsp": [0.5]}, "name": "a/b"}, r"name 'a/b' names the summary file"),
+    ({"axes": {"lsp": [0.5]}, "base": ["x"]}, r"base .* must be strings"),
 ])
 def test_bad_grid_files_name_the_problem(tmp_path, spec, message):
     _write(tmp_path / "base.yaml", {})
     g = _write(tmp_path / "g.yaml", {"base": "base.yaml", **spec})
     with pytest.raises(ValueError, match=message):
         load_grid(g)
+
+
+@pytest.mark.parametrize("base_text", ["- lsp\n- 0.5\n", "just a string\n"])
+def test_base_config_that_is_not_a_mapping_names_the_file(tmp_path, base_text):
+    (tmp_path / "base.yaml").write_text(base_text)
+    g = _write(tmp_path / "g.yaml", {"base": "base.yaml", "axes": {"lsp": [0.5]}})
+    with pytest.raises(ValueError, match=r"base\.yaml \(the base config of grid .*g\.yaml\) must be a run config"):
+        load_grid(g)
+
+
+def test_bad_base_config_is_blamed_on_the_base_not_the_set(tmp_path):
+    _write(tmp_path / "base.yaml", {"epochs": 0})
+    g = _write(tmp_path / "g.yaml", {"base": "base.yaml", "axes": {"lsp": [0.5]}})
+    with pytest.raises(ValueError, match=r"base\.yaml \(the base config of grid .*\): epochs must be an integer >= 1"):
+        load_grid(g, ["alpha=0.3"])
+
+
+def test_a_string_of_overrides_is_rejected():
+    with pytest.raises(ValueError, match=r"overrides must be a list of 'key=value' strings"):
+        load_grid(GRIDS / "quick.yaml", "lsp=0.5")
 
 
 def test_cli_grid_errors(tmp_path, capsys):
@@ -128,7 +151,9 @@ def test_cli_grid_errors(tmp_path, capsys):
 
 
 def tiny_grid(tmp_path: Path, cache, cells: list, seeds=(1, 2)) -> Path:
-    base = asdict(tiny_config(cache))
+    # One thread: the run ids the test computes are those of the `study grid` processes it
+    # starts (a thread count is part of a run id).
+    base = asdict(tiny_config(cache, threads=1))
     base.pop("device")
     _write(tmp_path / "tiny.yaml", base)
     return _write(tmp_path / "grid.yaml", {"name": "tiny", "base": "tiny.yaml", "seeds": list(seeds),
@@ -162,15 +187,44 @@ def test_grid_runs_skips_and_records_failures(tiny_cache, tmp_path):
 def test_leftovers_of_a_killed_writer_are_cleaned(tiny_cache, tmp_path):
     g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}], seeds=[1])
     cell = load_grid(g).cells[0]
+    prepare(cell.config)  # its run id names the teacher's and base's weights
     out = tmp_path / "runs"
     out.mkdir()
     (out / f".{cell.run_id}.json.999.tmp").write_text('{"run_id": "trunc')  # half a record
     (out / f"{cell.run_id}.json").write_text('{"run_id": ')  # not from us: moved aside, not deleted
-    assert status(cell, out) == "pending"
-    assert len(list(out.glob(f"{cell.run_id}.json.invalid-*"))) == 1
+    assert status(cell, out) == "invalid"
+    assert (out / f"{cell.run_id}.json").read_text() == '{"run_id": '  # status only reads
     run_grid(load_grid(g), out, progress=False)
     assert status(cell, out) == "done"
+    (aside,) = out.glob(f"{cell.run_id}.json.invalid-*")  # the runner moved it aside
+    assert aside.read_text() == '{"run_id": '
     assert not list(out.rglob("*.tmp"))
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.is_dir(), None if p.is_dir() else p.read_bytes())
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_dry_run_touches_nothing(tiny_cache, tmp_path, capsys):
+    """A dry run over a folder with an invalid record, an error record and a temporary leaves
+    the folder byte-identical (listing and contents) and reports the invalid cell."""
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}, {"set": {"lsp": 0.7}}], seeds=[1])
+    grid = load_grid(g)
+    prepare(grid.cells[0].config)  # its run ids name the teacher's and base's weights
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / f"{grid.cells[0].run_id}.json").write_text('{"run_id": ')
+    (out / f"{grid.cells[1].run_id}.error.json").write_text("{}")
+    (out / f".{grid.cells[1].run_id}.json.999.tmp").write_text("half")
+    before = _snapshot(out)
+    assert main(["grid", str(g), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "invalid" in lines[0] and "failed" in lines[1]
+    assert _snapshot(out) == before
+    # Nor does a dry run create a missing output folder.
+    assert main(["grid", str(g), "--out", str(tmp_path / "none"), "--dry-run"]) == 0
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_grid_dry_run_lists_status(tiny_cache, tmp_path, capsys):

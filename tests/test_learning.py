@@ -17,7 +17,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from study.data.pipeline import TrainItem, collate
 from study.models import build_model

@@ -3,15 +3,16 @@
 import copy
 import math
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fixture_records import SEEDS, VARIANTS, fixture_configs
+from fixture_records import SEEDS, VARIANTS, fixture_configs, leading, write_run
 from study import tables
-from study.analysis import holm, label_variants, ratio_ci
+from study.analysis import PAIRED_T, WELCH_T, holm, label_variants, mean_ci, ratio_ci
 from study.config import config_from_dict
 from study.records import load
 
@@ -23,11 +24,8 @@ def df(fixture_records_dir):
 
 def expected_accuracy(overrides, first=False):
     """Mean over seeds of the fixture's accuracies, computed from its own table."""
-    for var, acc, acc_first, _ in VARIANTS:
-        if var == overrides:
-            base = acc_first if first else acc
-            return np.mean([round(base + j, 3) for j in (-0.02, 0.0, 0.02)])
-    raise KeyError(overrides)
+    assert any(var == overrides for var, *_ in VARIANTS), overrides
+    return np.mean(list(per_seed(overrides, first).values()))
 
 
 def per_seed(overrides, first=False):
@@ -72,14 +70,16 @@ def test_truncation_retention_paired_by_seed(df):
     assert lsps == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     half, full = per_seed({"lsp": 0.5}), per_seed({})
     assert sorted(half) == list(SEEDS)
-    ratios = [half[s] / full[s] for s in SEEDS]  # about 0.70 / 0.90
     r = row(table, "lsp 0.5")
-    assert r[tables.RETENTION] == pytest.approx(np.mean(ratios))
-    assert r[tables.RETENTION] == pytest.approx(0.70 / 0.90, abs=0.01)
-    assert r[tables.RETENTION + tables.LOW] < r[tables.RETENTION] < r[tables.RETENTION + tables.HIGH]
-    first = [per_seed({"lsp": 0.1}, True)[s] / per_seed({}, True)[s] for s in SEEDS]
-    assert row(table, "lsp 0.1")[tables.RETENTION_FIRST] == pytest.approx(np.mean(first))
-    assert "paired by seed" in table.attrs["note"] and "delta" not in table.attrs["note"]
+    # The ratio of means (about 0.70 / 0.90), not the mean of per-seed ratios.
+    assert r[tables.RETENTION] == pytest.approx(np.mean(list(half.values())) / np.mean(list(full.values())))
+    assert r[tables.RETENTION] == pytest.approx(0.70 / 0.90, abs=1e-9)
+    assert 0 <= r[tables.RETENTION + tables.LOW] < r[tables.RETENTION] < r[tables.RETENTION + tables.HIGH]
+    first = np.mean(list(per_seed({"lsp": 0.1}, True).values())) / np.mean(list(per_seed({}, True).values()))
+    assert row(table, "lsp 0.1")[tables.RETENTION_FIRST] == pytest.approx(first)
+    note = table.attrs["note"]
+    assert "paired by seed" in note and "unpaired" not in note and "Exceptions" not in note
+    assert "test problems" in note and "delta" not in note
 
 
 def test_truncation_ratios_at_full_are_exactly_one(df):
@@ -92,7 +92,7 @@ def test_truncation_ratios_at_full_are_exactly_one(df):
     assert half[tables.MEMORY] == pytest.approx(31_822_944 * 0.65 / 1e6, rel=1e-6)  # bytes -> MB
 
 
-def test_truncation_falls_back_to_delta_method_when_seeds_do_not_pair(df):
+def test_truncation_is_unpaired_where_seeds_do_not_pair(df):
     labelled = label_variants(df)
     drop = labelled["variant_label"].eq("lsp=0.5") & labelled["seed"].eq(44)
     table = tables.truncation_table(df[~drop.to_numpy()])
@@ -101,7 +101,21 @@ def test_truncation_falls_back_to_delta_method_when_seeds_do_not_pair(df):
     expected = np.mean([half[42], half[43]]) / np.mean(list(full.values()))
     assert r[tables.RETENTION] == pytest.approx(expected)
     assert r[tables.RETENTION + tables.LOW] < expected < r[tables.RETENTION + tables.HIGH]
-    assert "except at lsp 0.5: delta method" in table.attrs["note"]
+    assert "unpaired (seeds drawn separately) at lsp 0.5," in table.attrs["note"]
+
+
+def test_truncation_note_says_what_flops_and_memory_measure(df):
+    table = tables.truncation_table(df)
+    assert tables.FLOPS == "train FLOPs (profiled steps, extrapolated)" and tables.FLOPS in table.columns
+    note = table.attrs["note"]
+    assert "torch.profiler on 3 optimiser steps" in note and "extrapolated to the whole run" in note
+    # The memory source is read from the records, not hard-coded.
+    assert "cpu_profiler_step_allocations+parameters+adam_state (CPU:" in note
+    cuda = df.assign(**{"compute.peak_memory_source": "cuda_max_memory_allocated"})
+    assert "torch.cuda.max_memory_allocated" in tables.truncation_table(cuda).attrs["note"]
+    other = df.assign(**{"compute.peak_memory_source": "rss_sampler"})
+    assert "rss_sampler (as recorded)" in tables.truncation_table(other).attrs["note"]
+    assert "extrapolated" in tables.halves_controls_table(df).attrs["note"]
 
 
 # --- halves and controls -------------------------------------------------------------------------
@@ -132,14 +146,32 @@ def test_significance_flags_the_papers_comparisons(df):
     table = tables.significance_table(df).set_index("comparison")
     for c in ("CoT", "CoT+A", "P+CoT", "P+CoT+A"):
         for base in ("A", "P+A"):
-            assert table.loc[f"{c} vs {base}", "p"] < 1e-3
+            assert table.loc[f"{c} vs {base}", "p"] < 0.01  # paired t on 2 dof: t > 9.9
             assert table.loc[f"{c} vs {base}", "difference"] > 0.5
+            assert table.loc[f"{c} vs {base}", "difference" + tables.LOW] > 0.4
     assert table.loc["CoT vs P+CoT+A", "p"] > 0.05
+    low, high = table.loc["CoT vs P+CoT+A", ["difference" + tables.LOW, "difference" + tables.HIGH]]
+    assert low < 0 <= high
     assert table.loc["CoT vs P+CoT+A", "mean a"] == pytest.approx(0.88)
     assert table.loc["left 50% vs right 50%", "difference"] == pytest.approx(0.30)
-    assert set(table["test"]) == {tables.WELCH}
+    assert set(table["test"]) == {PAIRED_T}  # every fixture variant has seeds 42, 43, 44
+    assert table[tables.DIFF_METHOD].str.startswith("paired two-stage bootstrap over seeds x 200 problems").all()
     assert (table["p (Holm)"] >= table["p"]).all() and (table[["n a", "n b"]] == 3).all().all()
     assert len(table) == 14  # 1 + 8 supervision, left/right, lsp, random mask, budget, late
+    assert "paired t-test" in table.attrs["note"] and "Welch" in table.attrs["note"]
+
+
+def test_significance_names_each_rows_test(df):
+    # Without seed 44 of the right window, left vs right cannot pair: Welch, labelled unpaired.
+    labelled = label_variants(df)
+    drop = (labelled["variant_label"].eq("lsp=0.5, window=right") & labelled["seed"].eq(44)).to_numpy()
+    table = tables.significance_table(df[~drop]).set_index("comparison")
+    assert table.loc["left 50% vs right 50%", "test"] == WELCH_T
+    assert "unpaired" in table.loc["left 50% vs right 50%", tables.DIFF_METHOD]
+    assert (table.loc["left 50% vs right 50%", ["n a", "n b"]] == [3, 2]).all()
+    assert set(table.drop(index="left 50% vs right 50%")["test"]) == {PAIRED_T}
+    md = tables.to_markdown(table.reset_index())
+    assert WELCH_T in md and PAIRED_T in md and "difference 95% CI" in md
 
 
 def test_significance_by_the_first_answer_rule(df):
@@ -222,9 +254,13 @@ def test_write_all_skips_tables_without_their_variants(df, tmp_path, caplog):
 
 
 def test_markdown_formats_numbers_and_escapes_tags(df):
-    md = tables.to_markdown(tables.halves_controls_table(df), caption="c", note="n")
+    table = tables.halves_controls_table(df)
+    md = tables.to_markdown(table, caption="c", note="n")
     assert "cut after \\</think\\>" in md and "</think>" not in md
-    assert "[0.850, 0.950]" in md and "Note: n" in md and md.startswith("**c**")
+    full = row(table, "full sequence (lsp 1.0)")
+    interval = f"[{full[tables.ACC + tables.LOW]:.3f}, {full[tables.ACC + tables.HIGH]:.3f}]"
+    assert interval == "[0.850, 0.945]" and interval in md  # the bootstrap's, byte-stable
+    assert "Note: n" in md and md.startswith("**c**")
     assert "0.900" in md and "1,256,223" in md and "1.29e+12" in md
 
 
@@ -255,11 +291,54 @@ def test_holm_matches_hand_computation():
     np.testing.assert_allclose(adjusted, [0.03, 0.06, np.nan, 0.06], equal_nan=True)
 
 
-def test_ratio_ci_paired_and_delta():
+def test_ratio_ci_paired_and_unpaired():
+    # Frames without record paths: no per-problem outputs, so the bootstrap is over seeds only.
     a = pd.DataFrame({"seed": [1, 2, 3], "accuracy": [0.5, 0.6, 0.7]})
     b = pd.DataFrame({"seed": [3, 1, 2], "accuracy": [1.0, 0.8, 0.9]})
-    mean, low, high, n, method = ratio_ci(a, b)
-    assert method == "paired" and n == 3
-    assert mean == pytest.approx(np.mean([0.5 / 0.8, 0.6 / 0.9, 0.7 / 1.0])) and low < mean < high
-    mean, low, high, n, method = ratio_ci(a, b.assign(seed=[4, 5, 6]))
-    assert method == "delta" and mean == pytest.approx(0.6 / 0.9) and low < mean < high
+    est = ratio_ci(a, b)
+    assert est.method.startswith("paired bootstrap over seeds only (no record paths") and est.n == 3
+    assert est.mean == pytest.approx(0.6 / 0.9) and 0 <= est.low < est.mean < est.high and est.dropped == ()
+    est = ratio_ci(a, b.assign(seed=[4, 5, 6]))
+    assert est.method.startswith("unpaired bootstrap over seeds only") and "seeds drawn separately" in est.method
+    assert est.mean == pytest.approx(0.6 / 0.9) and est.low < est.mean < est.high
+
+
+# --- intervals: bounded, problem-level, stable, with their fallback said ----------------------------
+
+def test_accuracy_intervals_stay_inside_0_1_near_0_and_near_1(tmp_path):
+    # The committed study's A (0, 1 and 0 of 200 right) and P+CoT+A (194, 179, 177 of 200),
+    # whose Student-t intervals over seeds were [-0.006, 0.009] and [0.801, 1.032].
+    for overrides, counts in (({"condition": "A"}, (0, 1, 0)), ({}, (194, 179, 177))):
+        for seed, k in zip(SEEDS, counts):
+            write_run(tmp_path, replace(config_from_dict(copy.deepcopy(overrides)), seed=seed), leading(200, k / 200))
+    table = tables.supervision_table(load(tmp_path))
+    for setting, old in (("A", "[-0.006, 0.009]"), ("P+CoT+A", "[0.801, 1.032]")):
+        r = row(table, setting)
+        _, lo, hi, _ = mean_ci([k / 200 for k in ((0, 1, 0) if setting == "A" else (194, 179, 177))])
+        assert f"[{lo:.3f}, {hi:.3f}]" == old  # the seed-only t interval leaves [0, 1] ...
+        assert 0 <= r[tables.ACC + tables.LOW] <= r[tables.ACC] <= r[tables.ACC + tables.HIGH] <= 1  # ... this does not
+    assert row(table, "A")[tables.ACC + tables.LOW] == 0.0
+    assert "two-stage bootstrap over seeds and test problems" in table.attrs["note"]
+    assert "seeds only" not in table.attrs["note"]
+
+
+def test_tables_fall_back_to_seeds_and_say_so_when_an_output_is_missing(fixture_records_dir, tmp_path):
+    shutil.copytree(fixture_records_dir, tmp_path, dirs_exist_ok=True)
+    df = label_variants(load(tmp_path))
+    victim = df[df["variant_label"].eq("condition=A") & df["seed"].eq(43)]["path"].iloc[0]
+    (tmp_path / (victim.rsplit("/", 1)[1].removesuffix(".json") + ".lm_eval.json")).unlink()
+    table = tables.supervision_table(df)
+    note = table.attrs["note"]
+    assert "A: bootstrap over 3 seeds only (per-problem outputs missing for 1 of 3 runs" in note
+    assert "P+A:" not in note  # only the variant that lost a file
+    assert row(table, "A")[tables.ACC + tables.LOW] < 0.30 < row(table, "A")[tables.ACC + tables.HIGH]
+    sig = tables.significance_table(df).set_index("comparison")
+    assert sig.loc["CoT vs A", tables.DIFF_METHOD].startswith("paired bootstrap over seeds only (b: per-problem")
+    assert sig.loc["CoT vs P+A", tables.DIFF_METHOD].startswith("paired two-stage bootstrap")
+
+
+def test_tables_are_byte_stable(fixture_records_dir, tmp_path):
+    tables.write_all(fixture_records_dir, tmp_path / "one")
+    tables.write_all(fixture_records_dir, tmp_path / "two")
+    for path in (tmp_path / "one").iterdir():
+        assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name

@@ -92,14 +92,17 @@ def test_windows_use_their_own_teacher_pass(world, window):
 def test_key_changes_with_what_determines_the_outputs(world):
     cache_dir = world[4]
     base = tiny_config(cache_dir)
-    key = teacher_cache.cache_key(base, "teacher-a", "tok", "exact", 0)
-    assert key == teacher_cache.cache_key(replace(base, lsp=0.3, seed=9, condition="CoT"), "teacher-a", "tok", "exact", 0)
+    key = teacher_cache.cache_key(base, "weights-a", "tok", "exact", 0, 2)
+    assert key == teacher_cache.cache_key(replace(base, lsp=0.3, seed=9, condition="CoT"), "weights-a", "tok",
+                                          "exact", 0, 2)
     others = [
-        teacher_cache.cache_key(base, "teacher-b", "tok", "exact", 0),
-        teacher_cache.cache_key(base, "teacher-a", "tok2", "exact", 0),
-        teacher_cache.cache_key(replace(base, corpus=replace(base.corpus, seed=5)), "teacher-a", "tok", "exact", 0),
-        teacher_cache.cache_key(base, "teacher-a", "tok", "topk", 8),
-        teacher_cache.cache_key(replace(base, window="right", lsp=0.5), "teacher-a", "tok", "exact", 0),
+        teacher_cache.cache_key(base, "weights-b", "tok", "exact", 0, 2),  # the teacher's weights
+        teacher_cache.cache_key(base, "weights-a", "tok2", "exact", 0, 2),
+        teacher_cache.cache_key(replace(base, corpus=replace(base.corpus, seed=5)), "weights-a", "tok", "exact", 0, 2),
+        teacher_cache.cache_key(base, "weights-a", "tok", "topk", 8, 2),
+        teacher_cache.cache_key(replace(base, window="right", lsp=0.5), "weights-a", "tok", "exact", 0, 2),
+        teacher_cache.cache_key(replace(base, attn_implementation="sdpa"), "weights-a", "tok", "exact", 0, 2),
+        teacher_cache.cache_key(base, "weights-a", "tok", "exact", 0, 1),  # threads of its forward
     ]
     assert key not in others and len(set(others)) == len(others)
 

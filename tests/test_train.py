@@ -113,7 +113,9 @@ def test_train_loop_accumulation_equals_one_large_batch(setup, tiny_cache):
     moved = False
     for (name, p), (_, q), (_, p0) in zip(big.named_parameters(), small.named_parameters(),
                                           student.named_parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12, msg=name)
+        # AdamW divides by sqrt(v) + eps: a gradient at rounding level (a token no batch holds)
+        # moves a weight by up to lr * g / eps ~ 1e-11, whichever way the sums were ordered.
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-10, msg=name)
         moved |= not torch.equal(p, p0)
     assert moved  # the steps did train
 

@@ -14,9 +14,11 @@ def tiny_config(cache_dir, **overrides):
     data = {
         "corpus": {"train_examples": 64, "val_examples": 8, "test_examples": 16},
         "teacher": {**asdict(PretrainConfig(model=TINY_MODEL, train_examples=96, steps=8,
-                                            batch_size=16, eval_examples=8))},
+                                            batch_size=16, eval_examples=8, eval_max_gen_toks=24,
+                                            eval_batch_size=8))},
         "base": {**asdict(PretrainConfig(model=TINY_MODEL, train_examples=300, one_op=True,
-                                         steps=8, batch_size=16, eval_examples=8))},
+                                         steps=8, batch_size=16, eval_examples=8, eval_max_gen_toks=24,
+                                         eval_batch_size=8))},
         "batch_size": 8,
         "epochs": 1,
         "eval_examples": 8,

@@ -140,6 +140,8 @@ def corpus_stats(examples, tokenizer):
 
     from .synthetic import BOXED
 
+    if not examples:
+        raise ValueError("corpus_stats: there are no examples to measure (corpus.train_examples must be >= 1)")
     think, end_think = think_ids(tokenizer)
     rows = []
     for ex in examples:
@@ -150,7 +152,10 @@ def corpus_stats(examples, tokenizer):
         n = {s: secs.count(s) for s in Section}
         start = n[Section.PROMPT]  # completion starts at <think>
         # First boxed answer inside the completion (the prompt has none).
-        end_char = BOXED.search(text, pos=offsets[start][0]).end()
+        found = BOXED.search(text, pos=offsets[start][0])
+        if found is None or not n[Section.COT]:
+            raise ValueError(f"corpus_stats: example {ex.id} has no \\boxed{{}} answer or no CoT in its completion")
+        end_char = found.end()
         last_tok = next(i for i, (_, e) in enumerate(offsets) if e >= end_char)
         pos = last_tok + 1 - start
         rows.append({

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 OPS = ("+", "-", "*")
 LAYOUTS = ("early", "late")
@@ -51,25 +51,36 @@ class CorpusConfig:
     seed: int = 1234  # the corpus seed, separate from the run seed so runs share one corpus
 
     def __post_init__(self):
+        # Messages start with the field's name (config.py prefixes the path: corpus.min_ops).
+        for f in fields(self):
+            value, expected = getattr(self, f.name), {"int": int, "str": str}[f.type]
+            if isinstance(value, bool) or not isinstance(value, expected):
+                kind = "an integer" if expected is int else "a string"
+                raise ValueError(f"{f.name} must be {kind}, got {value!r} ({type(value).__name__})")
         if not 1 <= self.min_ops <= self.max_ops:
-            raise ValueError(f"need 1 <= min_ops <= max_ops, got {self.min_ops}, {self.max_ops}")
+            raise ValueError(f"min_ops and max_ops need 1 <= min_ops <= max_ops, got {self.min_ops}, {self.max_ops}")
         if not 0 <= self.min_verify <= self.max_verify:
             raise ValueError(
-                f"need 0 <= min_verify <= max_verify, got {self.min_verify}, {self.max_verify}"
+                f"min_verify and max_verify need 0 <= min_verify <= max_verify, got {self.min_verify}, {self.max_verify}"
             )
         if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown corpus layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
         if not 2 <= self.modulus <= 10:
             raise ValueError(f"modulus must be in [2, 10] (single digits), got {self.modulus}")
+        if self.train_examples < 1:
+            raise ValueError(f"train_examples must be an integer >= 1, got {self.train_examples}")
+        for name in ("val_examples", "test_examples", "seed"):  # random.Random(-s) is random.Random(s)
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)}")
         distinct = sum(
             self.modulus ** (n + 1) * len(OPS) ** n for n in range(self.min_ops, self.max_ops + 1)
         )
         wanted = self.train_examples + self.val_examples + self.test_examples
         if wanted > distinct:
             raise ValueError(
-                f"the corpus asks for {wanted} distinct problems but only {distinct} exist with "
-                f"{self.min_ops}-{self.max_ops} operations mod {self.modulus}; "
-                "lower train_examples or raise max_ops"
+                f"train_examples + val_examples + test_examples: the corpus asks for {wanted} distinct "
+                f"problems but only {distinct} exist with {self.min_ops}-{self.max_ops} operations mod "
+                f"{self.modulus}; lower train_examples or raise max_ops"
             )
 
 

@@ -1,0 +1,117 @@
+"""What names a run: its canonical config, where it executes and the weights it starts from.
+
+A run id is a hash of everything that changes a run's results and of nothing else:
+
+- the semantic config, canonical: values typed by the config (``lsp=1`` is ``lsp=1.0``) and
+  fields that cannot change the run left out (``INERT`` and the conditional cases in
+  ``semantic_config``: ``beta`` outside JSD, ``window`` at lsp 1.0, top-k settings of a cache
+  that stores exact distributions anyway, the artefacts' own evaluation settings);
+- the execution: device type, compute dtype and the torch thread count (reduction order, so
+  the numbers, change with each of them: results/LOG.md);
+- the SHA-256 of the teacher's and the base student's weights, so two records with one id
+  started from the same tensors, wherever those were trained.
+
+Inert fields stay in the record's ``config``; they are only left out of the hash.
+
+    from study.identity import run_id, config_key
+    config_key(cfg)                    # config + execution: equal for cells that are one run
+    run_id(cfg, {"teacher": sha, "base": sha})
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+
+import torch
+
+from .config import NON_SEMANTIC, RunConfig, config_hash
+
+# Where and how a run is executed or stored (the part of the execution that does change the
+# numbers is in ``execution``), and what is measured about it: profiled steps run on a
+# snapshot of the student that is restored before training (study/run.py).
+INERT = NON_SEMANTIC
+# The artefacts' own evaluation settings: they change the artefact's reported accuracy,
+# never its weights or a run's results.
+ARTEFACT_EVAL = ("eval_examples", "eval_max_gen_toks", "eval_batch_size")
+# Added tokens of the embedded tokenizer beyond its BPE vocabulary (<think>, </think>).
+ADDED_TOKENS = 2
+
+
+def resolved_cache_mode(cfg: RunConfig) -> str:
+    """``teacher_cache_mode`` with ``auto`` resolved where the config alone decides it: the
+    embedded tokenizer has at most ``vocab_size + ADDED_TOKENS`` tokens (its BPE may stop
+    short of ``vocab_size``), so up to the exact-mode limit ``auto`` is ``exact``; otherwise
+    (a hub tokenizer, a larger request) it stays ``auto`` and the top-k settings stay hashed."""
+    from .teacher_cache import EXACT_MAX_VOCAB
+
+    if cfg.teacher_cache_mode == "auto" and not cfg.teacher.model.pretrained \
+            and cfg.tokenizer.vocab_size + ADDED_TOKENS <= EXACT_MAX_VOCAB:
+        return "exact"
+    return cfg.teacher_cache_mode
+
+
+def artefact_config(p) -> dict:
+    """A teacher's or base student's pretraining config without its evaluation settings."""
+    return {k: v for k, v in asdict(p).items() if k not in ARTEFACT_EVAL}
+
+
+def semantic_config(cfg: RunConfig) -> dict:
+    """The fields of ``cfg`` that can change the run's results, canonical."""
+    d = asdict(cfg)
+    for key in INERT:
+        d.pop(key)
+    if cfg.loss != "jsd":
+        d.pop("beta")  # the JSD mixture weight; no other divergence reads it
+    if cfg.lsp == 1.0:
+        d.pop("window")  # every window of the whole sequence is the whole sequence
+    if not cfg.teacher_cache:
+        d.pop("teacher_cache_mode"), d.pop("teacher_cache_topk")
+    else:
+        d["teacher_cache_mode"] = resolved_cache_mode(cfg)
+        if d["teacher_cache_mode"] == "exact":
+            d.pop("teacher_cache_topk")
+    d["teacher"] = artefact_config(cfg.teacher)
+    # A scratch student only takes the base's architecture; the base's training is inert.
+    d["base"] = artefact_config(cfg.base) if cfg.init == "base" else {"model": asdict(cfg.base.model)}
+    return d
+
+
+def resolved_threads(cfg: RunConfig) -> int:
+    return cfg.threads or torch.get_num_threads()
+
+
+def execution(cfg: RunConfig) -> dict:
+    """Where the run computes: device type, compute dtype, torch threads."""
+    from .train import pick_device
+
+    device = pick_device(cfg.device).type
+    return {"device": device, "dtype": "bfloat16" if device == "cuda" else "float32",
+            "threads": resolved_threads(cfg)}
+
+
+def config_key(cfg: RunConfig) -> str:
+    """Hash of the canonical config and its execution: configs with equal keys are one run
+    (given the same artefacts), so a grid keeps such cells once."""
+    return config_hash({"config": semantic_config(cfg), "execution": execution(cfg)})
+
+
+def run_id(cfg: RunConfig, weights: dict[str, str | None]) -> str:
+    """The run's id: its config key and the weight hashes of its teacher and base student
+    (``weights["base"]`` is None for a scratch student)."""
+    if not weights.get("teacher") or (cfg.init == "base" and not weights.get("base")):
+        raise ValueError(f"a run id needs the weight hashes of its teacher and base student, got {weights}")
+    return config_hash({"config": semantic_config(cfg), "execution": execution(cfg),
+                        "weights": {"teacher": weights["teacher"],
+                                    "base": weights.get("base") if cfg.init == "base" else None}})
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over a model's tensors (names, dtypes, shapes and bytes, in name order): equal
+    for equal weights however they were saved or loaded."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,159 @@
+"""Run ids in both directions: every change that can change a run's results changes its id,
+and no inert one does. The list of cases covers every config field, so a new field must be
+classified here before it can land."""
+
+from dataclasses import asdict, replace
+
+import pandas as pd
+import pytest
+import torch
+
+from study.config import RunConfig, config_from_dict
+from study.identity import config_key, run_id, semantic_config, weights_sha256
+
+WEIGHTS = {"teacher": "t" * 64, "base": "b" * 64}
+REF = RunConfig()
+
+
+def _id(cfg: RunConfig, weights=WEIGHTS) -> str:
+    return run_id(cfg, weights)
+
+
+def _with(**dotted) -> RunConfig:
+    """The default config with dotted overrides (``corpus.seed=5``)."""
+    return config_from_dict({}, [f"{k}={v}" for k, v in dotted.items()])
+
+
+# (what changes, a config with it changed) for every field that can change a run's results.
+SEMANTIC = {
+    "condition": _with(condition="CoT"),
+    "lsp": _with(lsp=0.5),
+    "window": _with(lsp=0.5, window="right"),
+    "cut_after_think": _with(cut_after_think=True),
+    "random_mask": _with(random_mask=0.25),
+    "alpha": _with(alpha=0.3),
+    "loss": _with(loss="reverse_kl"),
+    "temperature": _with(temperature=2.0, teacher_cache_mode="exact"),
+    "beta": _with(loss="jsd", beta=0.2),
+    "lr": _with(lr=1e-3),
+    "weight_decay": _with(weight_decay=0.1),
+    "warmup": _with(warmup=0.2),
+    "grad_clip": _with(grad_clip=0.5),
+    "cycle_momentum": _with(cycle_momentum=False),
+    "lr_div_factor": _with(lr_div_factor=10.0),
+    "lr_final_div_factor": _with(lr_final_div_factor=100.0),
+    "decay_norms_and_embeddings": _with(decay_norms_and_embeddings=False),
+    "batch_size": _with(batch_size=16),
+    "grad_accum": _with(grad_accum=2),
+    "epochs": _with(epochs=2),
+    "seed": _with(seed=43),
+    "init": _with(init="scratch"),
+    "teacher_cache": _with(teacher_cache=False),
+    "teacher_cache_mode": _with(teacher_cache_mode="topk"),
+    "teacher_cache_topk": _with(teacher_cache_mode="topk", teacher_cache_topk=16),
+    "eval_examples": _with(eval_examples=100),
+    "max_gen_toks": _with(max_gen_toks=128),
+    "eval_batch_size": _with(eval_batch_size=10),
+    "attn_implementation": _with(attn_implementation="sdpa"),
+    "threads": _with(threads=max(1, torch.get_num_threads()) + 1),
+}
+NESTED_SEMANTIC = {  # one representative change per nested config, plus every corpus knob
+    **{f"corpus.{k}": v for k, v in {
+        "min_ops": 3, "max_ops": 5, "min_verify": 1, "max_verify": 4, "modulus": 9, "layout": "late",
+        "train_examples": 1600, "val_examples": 50, "test_examples": 300, "seed": 5}.items()},
+    "tokenizer.vocab_size": 256,
+    "tokenizer.seed": 1,
+    "teacher.steps": 100,
+    "teacher.model.hidden_size": 96,
+    "base.lr": 1e-3,
+    "base.model.num_hidden_layers": 3,
+}
+# Fields that never change results: kept in the record's config, left out of the hash. Each
+# case is compared with the default config, or with the config of the same name in LIVE.
+LIVE = _with(teacher_cache=False)
+INERT = {
+    "device": _with(device="cpu"),  # "auto" resolves to the cpu here: the execution is the same
+    "cache_dir": _with(cache_dir="elsewhere"),
+    "save_student": _with(save_student=False),
+    "profile_steps": _with(profile_steps=7),
+    "beta (forward KL)": _with(beta=0.1),
+    "window (lsp 1.0)": _with(window="middle"),
+    "teacher_cache_topk (exact cache)": _with(teacher_cache_topk=8),
+    "teacher_cache_mode (auto = exact at V 194)": _with(teacher_cache_mode="exact"),
+    "teacher_cache_mode (live teacher)": _with(teacher_cache=False, teacher_cache_mode="topk"),
+    "teacher_cache_topk (live teacher)": _with(teacher_cache=False, teacher_cache_mode="topk", teacher_cache_topk=8),
+    "teacher.eval_examples": _with(**{"teacher.eval_examples": 50}),
+    "teacher.eval_max_gen_toks": _with(**{"teacher.eval_max_gen_toks": 128}),
+    "base.eval_batch_size": _with(**{"base.eval_batch_size": 10}),
+    "lsp=1 (int)": RunConfig(lsp=1),
+}
+
+
+def test_cases_cover_every_config_field():
+    """A new config field fails here until it is classified as semantic or inert."""
+    flat = set(pd.json_normalize(asdict(REF), sep=".").columns)
+    top_level_nested = {"corpus", "tokenizer", "teacher", "base"}
+    covered = set(SEMANTIC) | {k.split(" ")[0] for k in INERT}
+    covered |= {k for k in flat if k.split(".")[0] in top_level_nested}  # nested: see below
+    assert flat - covered == set()
+    corpus_fields = {k for k in flat if k.startswith("corpus.")}
+    assert corpus_fields == set(k for k in NESTED_SEMANTIC if k.startswith("corpus."))
+
+
+@pytest.mark.parametrize("name", sorted(SEMANTIC))
+def test_every_semantic_change_changes_the_id(name):
+    assert _id(SEMANTIC[name]) != _id(REF)
+
+
+@pytest.mark.parametrize("dotted", sorted(NESTED_SEMANTIC))
+def test_every_nested_semantic_change_changes_the_id(dotted):
+    # A smaller modulus has fewer one-operation problems than the base's default 300.
+    ref = {"base.train_examples": 200} if dotted == "corpus.modulus" else {}
+    assert _id(_with(**ref, **{dotted: NESTED_SEMANTIC[dotted]})) != _id(_with(**ref))
+
+
+@pytest.mark.parametrize("name", sorted(INERT))
+def test_no_inert_change_changes_the_id(name):
+    assert _id(INERT[name]) == _id(LIVE if "live teacher" in name else REF)
+
+
+def test_threads_0_is_the_process_default():
+    assert _id(_with(threads=torch.get_num_threads())) == _id(REF)
+
+
+def test_the_weights_are_part_of_the_id():
+    assert _id(REF, {**WEIGHTS, "teacher": "x" * 64}) != _id(REF)
+    assert _id(REF, {**WEIGHTS, "base": "x" * 64}) != _id(REF)
+    scratch = _with(init="scratch")
+    assert _id(scratch, {**WEIGHTS, "base": None}) == _id(scratch, {**WEIGHTS, "base": "x" * 64})
+    with pytest.raises(ValueError, match="weight hashes"):
+        run_id(REF, {"teacher": WEIGHTS["teacher"], "base": None})
+
+
+def test_a_scratch_student_keeps_only_the_base_architecture():
+    scratch = _with(init="scratch")
+    assert _id(replace(scratch, base=replace(scratch.base, steps=5, lr=1e-2))) == _id(scratch)
+    assert "steps" not in semantic_config(scratch)["base"]
+
+
+def test_config_key_ignores_weights_and_inert_fields():
+    assert config_key(INERT["profile_steps"]) == config_key(REF) != config_key(SEMANTIC["lsp"])
+
+
+def test_ids_do_not_depend_on_python_types():
+    assert _id(RunConfig(lsp=1, alpha=1, temperature=1)) == _id(RunConfig(alpha=1.0))
+    assert _id(config_from_dict({"lsp": 1, "lr": "4e-3"})) == _id(REF)
+
+
+def test_weights_hash_sees_every_tensor_byte(tokenizer):
+    from study.config import ModelConfig
+    from study.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                    num_key_value_heads=1, head_dim=8, intermediate_size=32), tokenizer)
+    digest = weights_sha256(model)
+    assert digest == weights_sha256(model) and len(digest) == 64
+    with torch.no_grad():
+        model.model.norm.weight[0] += 1e-7
+    assert weights_sha256(model) != digest
