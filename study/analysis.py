@@ -112,6 +112,15 @@ def label_variants(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.D
     out["accuracy"] = out[ACCURACY]
     out["accuracy_first_boxed"] = out[ACCURACY_FIRST]
     out["seed"] = out["config.seed"]
+    # One variant and seed is one replicate: two records of it (run at other thread counts or
+    # on other artefacts: other run ids) would count as two seeds and narrow every interval.
+    twice = out[out.duplicated(["variant_label", "seed"], keep=False)]
+    if len(twice):
+        label, seed = twice.iloc[0][["variant_label", "seed"]]
+        paths = twice[(twice["variant_label"] == label) & (twice["seed"] == seed)].get("path", twice["run_id"])
+        raise ValueError(f"{len(twice)} records repeat a variant and seed, e.g. {label} seed {seed}: "
+                         f"{', '.join(map(str, paths))}; they would count as separate seeds. Keep one record "
+                         "per variant and seed in the folders analysed (e.g. load one records folder)")
     return out
 
 

@@ -116,7 +116,9 @@ def _grid(args) -> int:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     grid = load_grid(args.grid, args.set, quick=args.quick, base=args.base)
     if args.dry_run:
-        for cell in grid.cells:
+        from .grid import cells_for_jobs
+
+        for cell in cells_for_jobs(grid.cells, args.jobs):  # --jobs sets the threads in the run ids
             # A run id names the teacher's and base's weights: unknown until they are built.
             print(f"{cell.run_id or '(not built)':12s}  {status(cell, args.out):8s} {cell.label} (seed {cell.seed})")
         return 0

@@ -243,7 +243,7 @@ def status(cell: Cell, out_dir: str | Path) -> str:
     out_dir = Path(out_dir)
     rid = cell.run_id
     if rid is None:  # its teacher or base student is not built yet: no record can be its
-        return "pending"
+        return "failed" if error_path(out_dir, cell.key).exists() else "pending"
     path = records.record_path(out_dir, rid)
     if os.path.lexists(path):
         try:
@@ -360,6 +360,19 @@ def _shared_key(cfg: RunConfig) -> str:
     return json.dumps({**{k: d[k] for k in keep}, "view": view_of(cfg)}, sort_keys=True)
 
 
+def jobs_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def cells_for_jobs(cells: list[Cell], jobs: int) -> list[Cell]:
+    """The cells as ``--jobs`` runs them: with jobs > 1 each runs on cores / jobs threads, and
+    a thread count is part of a run id (a cell that sets ``threads`` keeps its own)."""
+    if jobs <= 1:
+        return list(cells)
+    return [c if c.config.threads else dataclasses.replace(c, config=dataclasses.replace(
+        c.config, threads=jobs_threads(jobs))) for c in cells]
+
+
 def _worker_init(threads: int) -> None:
     import torch
 
@@ -379,10 +392,8 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # A cell's thread count is part of its run id: with jobs > 1 each runs on cores / jobs.
-    cells = [c if jobs <= 1 or c.config.threads else dataclasses.replace(c, config=dataclasses.replace(
-        c.config, threads=threads)) for c in grid.cells]
+    threads = jobs_threads(jobs)
+    cells = cells_for_jobs(grid.cells, jobs)
     todo, outcomes = [], {}
 
     def skipped(cell):
@@ -428,7 +439,12 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
                                  initargs=(threads,)) as pool:
             futures = {pool.submit(run_cell, cell, out_dir): cell for cell in todo}
             for fut in as_completed(futures):
-                done(futures[fut], fut.result())
+                try:
+                    outcome = fut.result()
+                except Exception as e:  # a worker died (e.g. killed for memory): its cell failed
+                    outcome = {"status": "failed", "seconds": 0.0, "run_id": futures[fut].run_id,
+                               "error": f"{type(e).__name__}: {e} (the worker process died)"}
+                done(futures[fut], outcome)
     bar.close()
 
     by_status = {s: [c for c in cells if outcomes[c.key]["status"] == s]

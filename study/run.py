@@ -10,6 +10,7 @@ atomically as ``<out>/<run_id>.json`` with the raw lm-eval output beside it.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -69,6 +70,13 @@ def profiled_steps(step_tokens: list[int], n: int) -> list[int]:
     return first if largest in first else first[:-1] + [largest]
 
 
+def _profile_training_steps(model, teacher, items, steps: list[list[int]], s: LoopSettings, pad: int, device) -> dict:
+    """``steps`` under the profiler, each a full ``train_step`` with a throwaway optimiser."""
+    opt, sched = make_optimizer(model, s)
+    return profile_step(lambda i: train_step(model, teacher, items, steps[i], pad, s, opt, sched, device),
+                        len(steps), device)
+
+
 def measure(model, teacher, items, schedule: list[list[int]], chosen: list[int], s: LoopSettings, pad: int,
             device) -> dict:
     """Profile the ``chosen`` optimiser steps of ``schedule`` exactly as training runs them
@@ -77,12 +85,15 @@ def measure(model, teacher, items, schedule: list[list[int]], chosen: list[int],
     Returns the student's step FLOPs (matmuls, and the elementwise rest), the teacher's
     forward FLOPs on the same steps (a separate pass) and the peak of live allocations."""
     snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    opt, sched = make_optimizer(model, s)
     steps = [schedule[i] for i in chosen]
-    prof = profile_step(lambda i: train_step(model, teacher, items, steps[i], pad, s, opt, sched, device),
-                        len(steps), device)
+    prof = _profile_training_steps(model, teacher, items, steps, s, pad, device)
     model.load_state_dict(snapshot)
     model.zero_grad(set_to_none=True)
+    # AdamW and its scheduler reference each other: collect the throwaway pair now, not at some
+    # later collection, or the CUDA peak of training would include a second AdamW state.
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     if prof["uncounted_ops"]:  # the profiler would count these matmuls as 0 FLOPs
         log.warning("torch.profiler counts no FLOPs for %s: flops_profiler is low", ", ".join(prof["uncounted_ops"]))
 
@@ -316,7 +327,8 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
-    out = folder / "evaluations" / f"{config_hash(settings)}.json"
+    key = {**settings, "attn_implementation": cfg.attn_implementation, "execution": execution(cfg)}
+    out = folder / "evaluations" / f"{config_hash(key)}.json"
     if out.exists():
         return records.read(out)
     data_file = test_file(cfg, cfg.corpus, tokenizer, tokenizer_key(cfg.tokenizer))

@@ -56,7 +56,7 @@ def cache_mode(cfg: RunConfig, vocab_size: int) -> tuple[str, int]:
 def view_of(cfg: RunConfig) -> dict | None:
     """None when the run's sequences are prefixes of the full sequences (served by the
     full-sequence entry); otherwise what determines the windowed sequences."""
-    if cfg.window == "left":
+    if cfg.window == "left" or cfg.lsp == 1.0:  # every window of the whole sequence is the sequence
         return None
     return {"lsp": cfg.lsp, "window": cfg.window, "cut_after_think": cfg.cut_after_think}
 
@@ -173,9 +173,12 @@ def build(teacher, sequences: list[tuple[str, list[int]]], mode: str, k: int, ou
 
 def cache_key(cfg: RunConfig, teacher_weights: str, tok_key: str, mode: str, k: int, threads: int) -> str:
     """What determines the cached rows: the teacher's weights (their hash, not its config),
-    the attention implementation and thread count its forward ran with, the tokenizer, the
-    corpus, the mode and k, and the window."""
+    the device type, attention implementation and thread count its forward ran with, the
+    tokenizer, the corpus, the mode and k, and the window."""
+    from .identity import execution
+
     return config_hash({"format": 2, "teacher_weights": teacher_weights, "tokenizer": tok_key,
+                        "device": execution(cfg)["device"],
                         "attn_implementation": cfg.attn_implementation, "threads": threads,
                         "corpus": asdict(cfg.corpus), "mode": mode, "k": k, "view": view_of(cfg)})
 

@@ -265,3 +265,25 @@ def test_fixture_outputs_match_the_records(df):
     late, reason = problem_correctness(df[df["config.corpus.layout"].eq("late")])
     assert reason == "" and all(i.endswith("|late") for i in late.columns)
     assert analysis.lm_eval_path("/x/abc.json") == Path("/x/abc.lm_eval.json")
+
+
+def test_a_variant_and_seed_recorded_twice_is_refused(fixture_records_dir, tmp_path):
+    """Two records of one variant and seed (another run id: e.g. other threads) are one
+    replicate, not two seeds."""
+    import json
+    import shutil
+
+    from study.analysis import label_variants
+    from study.records import load
+
+    for p in fixture_records_dir.iterdir():
+        if p.is_file():
+            shutil.copy(p, tmp_path / p.name)
+    first = sorted(p for p in tmp_path.glob("*.json") if p.name.count(".") == 1 and "grid" not in p.name)[0]
+    rec = json.loads(first.read_text())
+    rec["run_id"] = "f" * 12
+    rec["config"]["threads"] = 1  # not a variant key: the same variant and seed
+    (tmp_path / f"{'f' * 12}.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="repeat a variant and seed"):
+        label_variants(load(tmp_path))
+    label_variants(load(fixture_records_dir))  # the fixture set itself has one record each

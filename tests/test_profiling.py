@@ -1,5 +1,7 @@
 """FLOPs from torch.profiler against the analytic count, and the CPU peak-memory measure."""
 
+import gc
+
 import pytest
 import torch
 
@@ -135,7 +137,14 @@ def test_measure_counts_the_step_as_training_runs_it(tok, steps):
     model = build_model(MODEL, tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    plain = measure(model, None, items, schedule, [0], s, tok.pad_token_id, torch.device("cpu"))
+    gc.collect()
+    optimisers = sum(isinstance(o, torch.optim.Optimizer) for o in gc.get_objects())
+    gc.disable()  # only measure's own collection may free its throwaway optimiser
+    try:
+        plain = measure(model, None, items, schedule, [0], s, tok.pad_token_id, torch.device("cpu"))
+        assert sum(isinstance(o, torch.optim.Optimizer) for o in gc.get_objects()) <= optimisers
+    finally:
+        gc.enable()
     cached = measure(model, None, _rows(items, model.config.vocab_size), schedule, [0], s, tok.pad_token_id,
                      torch.device("cpu"))
     for k, v in model.state_dict().items():
