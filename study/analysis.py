@@ -135,7 +135,10 @@ def select(df: pd.DataFrame, variant: Mapping[str, Any] | None = None) -> pd.Dat
 
 # --- per-problem correctness (the raw lm-eval output beside each record) ---------------------------
 
-RULES = {"last": last_boxed, "first": first_boxed}  # answer rules: the paper's, and the first box
+# Answer rules: "last" is the headline rule, the record's ``accuracy`` (the paper's scorer,
+# study/scoring.py; the last \boxed{} alone in records written before it), "first" the first box.
+RULES = {"last": last_boxed, "first": first_boxed}
+SAMPLE_KEY = {"last": "paper", "first": "first_boxed"}  # where an lm-eval output holds each
 RULE_OF_COLUMN = {"accuracy": "last", ACCURACY: "last",
                   "accuracy_first_boxed": "first", ACCURACY_FIRST: "first"}
 
@@ -153,8 +156,12 @@ def _scored_file(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], 
     try:
         samples = json.loads(Path(path).read_text())["samples"]
         ids = [str(s["id"]) for s in samples]
-        scored = {rule: np.array([answer(s["generation"]) == str(s["target"]) for s in samples], dtype=float)
-                  for rule, answer in RULES.items()}
+        if all("correct" in s for s in samples):  # scored at evaluation, by the record's own scorer
+            scored = {rule: np.array([s["correct"][SAMPLE_KEY[rule]] for s in samples], dtype=float)
+                      for rule in RULES}
+        else:  # records from before study/scoring.py: the headline rule was the last box alone
+            scored = {rule: np.array([answer(s["generation"]) == str(s["target"]) for s in samples], dtype=float)
+                      for rule, answer in RULES.items()}
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"unreadable ({type(err).__name__})"
     if not ids:

@@ -211,8 +211,8 @@ def _acc_label(rows: pd.DataFrame) -> str:
 
 
 def accuracy_vs_lsp(df: pd.DataFrame, reference: RunConfig | None = None) -> Figure:
-    """Mean accuracy against the lead-span proportion, scored by the last \\boxed{} (the paper's
-    rule, solid) and by the first \\boxed{} (dashed), with teacher and base-student lines."""
+    """Mean accuracy against the lead-span proportion, scored by the paper's answer rule
+    (study/scoring.py, solid) and by the first \\boxed{} (dashed), with teacher and base lines."""
     s = lsp_series(df, reference)
     if s.empty:
         raise ValueError("no truncation runs (variants {'lsp': x} or the reference) in the records")
@@ -221,7 +221,7 @@ def accuracy_vs_lsp(df: pd.DataFrame, reference: RunConfig | None = None) -> Fig
         fig = _figure(7.5, 5.0)
         ax = fig.add_subplot()
         ax.errorbar(s["lsp"], s["mean"], yerr=_yerr(s["mean"], s["low"], s["high"]), fmt="o-", color=MAIN,
-                    lw=2, ms=6, capsize=4, label="scored by the last \\boxed{} (paper's rule)", zorder=3,
+                    lw=2, ms=6, capsize=4, label="scored by the paper's rule (last closed \\boxed{})", zorder=3,
                     gid="accuracy-last-boxed")
         if s["first_mean"].notna().any():
             ax.errorbar(s["lsp"] + 0.008, s["first_mean"], yerr=_yerr(s["first_mean"], s["first_low"], s["first_high"]),

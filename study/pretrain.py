@@ -28,6 +28,7 @@ from .evaluate import evaluate, write_test_split
 from .identity import artefact_config, weights_sha256
 from .models import atomic_dir, build_model, get_tokenizer, load_model
 from .records import atomic_write_text
+from .scoring import scorer_name
 from .train import LoopSettings, pick_device, train_loop
 
 META = "study_meta.json"
@@ -107,6 +108,7 @@ def evaluation(role: str, path: Path, model, cfg: RunConfig, p: PretrainConfig, 
     settings and the test data, so every run gets the same figure whoever asked first."""
     n = min(p.eval_examples, len(make_splits(corpus)[split]))
     settings = {"examples": n, "max_gen_toks": p.eval_max_gen_toks, "batch_size": p.eval_batch_size,
+                "scorer": scorer_name(),
                 "corpus": asdict(corpus), "split": split, "tokenizer": tok_key}
     file = path / "evaluations" / f"{config_hash(settings)}.json"
     if file.exists():

@@ -29,6 +29,7 @@ from .identity import execution, run_id, weights_sha256
 from .losses import IGNORE_INDEX
 from .models import atomic_dir, build_model, check_compatible, get_tokenizer
 from .pretrain import get_base, get_teacher, test_file
+from .scoring import scorer_name
 from .profiling import analytic_flops, profile_step, tensor_bytes
 from .train import (LoopSettings, batch_schedule, make_optimizer, micro_batch_shapes, micro_batches, pick_device, supervised_targets,
                     teacher_rows, torch_threads, train_loop, train_step, check_schedule)
@@ -327,7 +328,8 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
-    key = {**settings, "attn_implementation": cfg.attn_implementation, "execution": execution(cfg)}
+    key = {**settings, "attn_implementation": cfg.attn_implementation, "execution": execution(cfg),
+           "scorer": scorer_name()}
     out = folder / "evaluations" / f"{config_hash(key)}.json"
     if out.exists():
         return records.read(out)

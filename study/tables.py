@@ -7,7 +7,8 @@ Five tables, each selecting its rows by variant (study/analysis.py), never by gr
 - ``halves_controls``: left/middle/right 50% windows (paper, Table 3) and our controls
   (random mask, cut after </think>, token-budget match, late-answer corpus);
 - ``significance``: one row per claimed comparison, with the test behind it, accuracy by the
-  last ``\\boxed{}`` (the paper's rule); ``significance_first_boxed``: the same by the first.
+  paper's answer rule (``study/scoring.py``); ``significance_first_boxed``: the same by the
+  first ``\\boxed{}``.
 
 A table is a DataFrame of raw numbers (the CSV); confidence intervals are ``<name> CI low`` /
 ``<name> CI high`` columns that the Markdown and LaTeX merge into ``[lo, hi]``. Variants that
@@ -92,8 +93,8 @@ CAPTIONS = {
                   "and training cost by lead-span proportion.",
     "halves_controls": "Which 50% window, and controls: random mask, cut after </think>, "
                        "token-budget match, late-answer corpus.",
-    "significance": "Tests behind the claimed comparisons (accuracy by the last \\boxed{}, the "
-                    "paper's rule; paired t-test over seeds where the seeds pair, else Welch).",
+    "significance": "Tests behind the claimed comparisons (accuracy by the paper's answer rule; "
+                    "paired t-test over seeds where the seeds pair, else Welch).",
     "significance_first_boxed": "The same tests with accuracy by the first \\boxed{} answer "
                                 "(paired t-test over seeds where the seeds pair, else Welch).",
 }
@@ -225,7 +226,7 @@ def supervision_table(df: pd.DataFrame, reference: RunConfig | None = None) -> p
 
 def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
     """Per lead-span proportion present (sorted): accuracy (mean, CI), retention = acc(lsp) /
-    acc(lsp 1.0) with a 95% CI, by the last \\boxed{} (the paper's rule) and by the first, and
+    acc(lsp 1.0) with a 95% CI, by the paper's answer rule and by the first \\boxed{}, and
     the costs (tokens forwarded, train time, peak memory, train FLOPs: the profiler's count on
     the profiled steps extrapolated to the run) as means and as ratios of means to lsp 1.0.
 
@@ -285,7 +286,7 @@ def _truncation_note(methods: dict[str, str], retention: dict[tuple[str, str], s
             how += ". Exceptions: " + "; ".join(f"{', '.join(where)}: {m}" for m, where in special.items())
     return (f"{_ci_note(methods)} Retention = mean accuracy / mean accuracy at lsp 1.0 (>= 0); its 95% CI is "
             f"{how}. Cost ratios are ratios of means to lsp 1.0. {_flops_note(runs)} {_memory_note(runs)} "
-            "Accuracy counts the last \\boxed{} (the paper's rule); the first-\\boxed{} columns count the first.")
+            f"Accuracy is by {RULE_TEXT}; the first-\\boxed{{}} columns count the first box.")
 
 
 def _halves_controls_variants(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict]]:
@@ -354,7 +355,9 @@ def _comparisons(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict,
     return out
 
 
-ANSWER_RULES = {"last": ("accuracy", "the last \\boxed{} (the paper's rule)"),
+RULE_TEXT = ("the paper's answer rule (study/scoring.py: the last closed \\boxed{} with lighteval's fallbacks; "
+             "the last \\boxed{} alone in records scored before it)")
+ANSWER_RULES = {"last": ("accuracy", RULE_TEXT),
                 "first": ("accuracy_first_boxed", "the first \\boxed{}")}
 
 
@@ -366,7 +369,7 @@ def significance_table(df: pd.DataFrame, reference: RunConfig | None = None, rul
     per-seed differences where both variants hold the same seeds (the design pairs them: seed s
     shares its base student and batch order), else Welch's t-test, labelled unpaired; the
     ``test`` column names it per row, with any pair left out. ``rule`` picks the accuracy:
-    "last" \\boxed{} (the paper's rule) or "first" (students that never learn to stop, after
+    "last" (the headline: the paper's answer rule) or "first" \\boxed{} (students that never learn to stop, after
     truncation or without A, differ most between the two)."""
     if rule not in ANSWER_RULES:
         raise ValueError(f"unknown answer rule {rule!r}; valid: {', '.join(ANSWER_RULES)}")

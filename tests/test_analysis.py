@@ -287,3 +287,29 @@ def test_a_variant_and_seed_recorded_twice_is_refused(fixture_records_dir, tmp_p
     with pytest.raises(ValueError, match="repeat a variant and seed"):
         label_variants(load(tmp_path))
     label_variants(load(fixture_records_dir))  # the fixture set itself has one record each
+
+
+def test_scores_stored_at_evaluation_are_the_headline_rule(tmp_path):
+    """Records scored by study/scoring.py keep each sample's score by every rule; the analysis
+    uses those (the paper's rule can credit an answer no box holds), not a box re-read."""
+    from study.analysis import problem_correctness
+    from study.config import RunConfig
+    from study.records import load
+    from fixture_records import write_run
+
+    cfg = RunConfig(eval_examples=4, corpus=replace(RunConfig().corpus, test_examples=4))
+    path = write_run(tmp_path, cfg, [1, 0, 0, 0])
+    out = path.with_name(path.name.replace(".json", ".lm_eval.json"))
+    raw = json.loads(out.read_text())
+    paper = [True, True, False, False]  # e.g. the second answered by a plain number, no box
+    for s, ok in zip(raw["samples"], paper):
+        s["correct"] = {"paper": ok, "last_boxed": False, "first_boxed": False}
+    out.write_text(json.dumps(raw))
+    rec = json.loads(path.read_text())
+    rec["quality"]["study_synthetic"]["accuracy"] = 0.5
+    rec["quality"]["study_synthetic"]["accuracy_first_boxed"] = 0.0
+    path.write_text(json.dumps(rec))
+    matrix, why = problem_correctness(load(tmp_path), "last")
+    assert why == "" and matrix.to_numpy().sum() == 2
+    first, why = problem_correctness(load(tmp_path), "first")
+    assert why == "" and first.to_numpy().sum() == 0

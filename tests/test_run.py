@@ -16,6 +16,7 @@ from study.data.synthetic import last_boxed
 from study.evaluate import TASK
 from study.models import build_model, check_compatible, get_tokenizer
 from study.run import run
+from study.scoring import correct
 from tiny import TINY_MODEL, tiny_config
 
 
@@ -69,9 +70,16 @@ def test_raw_lm_eval_output_is_kept_and_consistent(two_runs):
     raw = json.loads((out / f"{full['run_id']}.lm_eval.json").read_text())
     samples = raw["samples"]
     assert len(samples) == 8
-    # The accuracy in the record is the paper's rule applied to the kept generations.
-    rescored = sum(last_boxed(s["generation"]) == s["target"] for s in samples) / len(samples)
-    assert full["quality"][TASK]["accuracy"] == pytest.approx(rescored)
+    # The accuracy in the record is the paper's rule applied to the kept generations, and the
+    # last-box diagnostic is lm-eval's exact match through the task's filter.
+    q = full["quality"][TASK]
+    assert q["accuracy"] == pytest.approx(sum(correct(s["generation"], s["target"]) for s in samples) / 8)
+    assert q["accuracy"] == pytest.approx(sum(s["correct"]["paper"] for s in samples) / 8)
+    assert q["accuracy_last_boxed"] == pytest.approx(sum(last_boxed(s["generation"]) == s["target"]
+                                                         for s in samples) / 8)
+    assert "math-verify 0.5.2" in q["scorer"]
+    assert q["ended_eos"] + q["hit_token_limit"] == pytest.approx(1.0)
+    assert 0 <= q["fallback_share"] <= 1 and 0 <= q["closed_think"] <= 1
 
 
 def test_lead_span_halves_tokens_and_flops(two_runs):

@@ -69,6 +69,7 @@ laid out as on the hub, or one data file, is read in place and nothing is downlo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -500,7 +501,7 @@ def load_hub_corpus(cfg: HubCorpusConfig, tokenizer, batch_size: int = 256) -> H
             if n >= cfg.max_tokens:
                 reject("too_long", ex.id)
             else:
-                kept.append(HubExample(**{**ex.__dict__, "n_tokens": n}))
+                kept.append(dataclasses.replace(ex, n_tokens=n))
         pending.clear()
 
     for index, row in enumerate(read_rows(cfg.source, files)):
@@ -515,7 +516,7 @@ def load_hub_corpus(cfg: HubCorpusConfig, tokenizer, batch_size: int = 256) -> H
             reject(r.reason, ex_id)
             continue
         except ValueError as e:
-            raise ValueError(f"{cfg.source} row {index} ({files[0].parent if len(files) == 1 else root}): {e}") from None
+            raise ValueError(f"corpus {cfg.source} ({cfg.location}) row {index}: {e}") from None
         pending.append(HubExample(ex_id, index, user, prompt, completion, gold, start, end, -1))
         if len(pending) >= batch_size:
             flush()

@@ -190,7 +190,8 @@ def make_splits(cfg: CorpusConfig) -> dict[str, list[Example]]:
 
 
 def last_boxed(text: str) -> str | None:
-    """The paper's answer rule: the content of the last \\boxed{} (None if there is none)."""
+    """The content of the last \\boxed{} (None if there is none): a diagnostic. The paper's rule
+    (study/scoring.py) also skips an unclosed or empty last box and falls back to plain numbers."""
     found = BOXED.findall(text)
     return found[-1] if found else None
 
