@@ -111,7 +111,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
     for equal weights however they were saved or loaded."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous().reshape(-1)  # 1-D: a 0-dim tensor has no byte view
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        flat = t.detach().to("cpu").contiguous().reshape(-1)  # 1-D: a 0-dim tensor has no byte view
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return h.hexdigest()

@@ -157,3 +157,13 @@ def test_weights_hash_sees_every_tensor_byte(tokenizer):
     with torch.no_grad():
         model.model.norm.weight[0] += 1e-7
     assert weights_sha256(model) != digest
+
+
+def test_weights_hash_definition_is_fixed():
+    """Artefact metas and released hashes store this digest: changing how it is computed (the
+    shape of a tensor went in flattened once, and every stored hash stopped matching) must
+    fail here first."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    assert weights_sha256(model) == "71c1df47b0ac100236fb625a352f2f9408575a00c2a7878a5b88d7bfbed8d7cf"
