@@ -400,7 +400,10 @@ def run_grid(grid: Grid, out_dir: str | Path, jobs: int = 1, progress: bool = Tr
         outcomes[cell.key] = {"status": "skipped", "seconds": 0.0, "run_id": cell.run_id}
 
     for cell in cells:
-        skipped(cell) if status(cell, out_dir) == "done" else todo.append(cell)
+        if status(cell, out_dir) == "done":
+            skipped(cell)
+        else:
+            todo.append(cell)
     prep_start = time.perf_counter()
     for cfg in {_shared_key(c.config): c.config for c in todo}.values():
         try:

@@ -142,6 +142,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
     check_compatible(teacher, student, tokenizer, tokenizer)
     weights = {"teacher": teacher_meta["weights_sha256"], "base": base_meta["weights_sha256"] if base_meta else None}
     rid = run_id(cfg, weights)
+    exe = execution(cfg)
     records.check_out_dir(out_dir, rid, overwrite)  # before any training
     if overwrite:  # the old record, raw output and student go to <out>/.replaced/, never deleted
         records.set_aside(out_dir, rid)
@@ -209,7 +210,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
     record = {
         "run_id": rid,
         "config": asdict(cfg),
-        "env": {**records.env_info(device), "execution": execution(cfg)},
+        "env": {**records.env_info(device), "execution": exe},
         "teacher": {"id": teacher_meta["id"], "weights_sha256": weights["teacher"],
                     "accuracy": teacher_meta["accuracy"], "quality": teacher_meta["quality"]["test"],
                     "parameters": teacher_meta["parameters"], "train_seconds": teacher_meta["train_seconds"],
@@ -271,7 +272,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
             # The implementation profiled (and trained): only eager exposes the attention
             # matmuls to the profiler, so flops_ratio is ~1 under eager and < 1 under sdpa.
             "attention": cfg.attn_implementation,
-            "dtype": execution(cfg)["dtype"],
+            "dtype": exe["dtype"],
         },
         "quality": {TASK: quality},
         "curve": stats["curve"],
@@ -301,6 +302,8 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
     ``overrides`` (``max_gen_toks=512``, ``eval_examples=100``, ``eval_batch_size=10``).
     The result, with its settings, goes to ``<rid>.student/evaluations/<key>.json`` (the raw
     lm-eval output beside it); the record itself is never changed. Returns that result."""
+    from transformers import AutoTokenizer
+
     from .config import config_from_dict, config_hash, parse_override
     from .models import load_model, tokenizer_key
 
@@ -324,8 +327,6 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
     expected = rec["student"].get("weights_sha256")
     if expected and weights_sha256(student) != expected:
         raise ValueError(f"{folder}: its weights differ from those run {rid} recorded; the files were changed")
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
     key = {**settings, "attn_implementation": cfg.attn_implementation, "execution": execution(cfg),

@@ -36,10 +36,12 @@ import numpy as np
 import torch
 
 from .config import RunConfig, config_hash
+from .identity import execution, resolved_threads
 from .losses import topk_logprobs
 from .models import atomic_dir
 from .profiling import analytic_flops
 from .sections import truncate
+from .train import torch_threads
 
 EXACT_MAX_VOCAB = 4096  # "auto" stores full distributions up to this vocabulary size
 BUILD_BATCH = 32
@@ -175,8 +177,6 @@ def cache_key(cfg: RunConfig, teacher_weights: str, tok_key: str, mode: str, k: 
     """What determines the cached rows: the teacher's weights (their hash, not its config),
     the device type, attention implementation and thread count its forward ran with, the
     tokenizer, the corpus, the mode and k, and the window."""
-    from .identity import execution
-
     return config_hash({"format": 2, "teacher_weights": teacher_weights, "tokenizer": tok_key,
                         "device": execution(cfg)["device"],
                         "attn_implementation": cfg.attn_implementation, "threads": threads,
@@ -187,9 +187,6 @@ def get_or_build(cfg: RunConfig, teacher, teacher_weights: str, tokenizer, tok_k
                  device) -> tuple[TeacherCache, bool]:
     """The run's teacher cache, built on first use with the run's thread count (so a grid that
     builds it for its cells computes the rows they would). Returns (cache, built_in_this_call)."""
-    from .identity import resolved_threads
-    from .train import torch_threads
-
     mode, k = cache_mode(cfg, teacher.config.vocab_size)
     threads = resolved_threads(cfg)
     path = Path(cfg.cache_dir) / f"teacher_outputs-{cache_key(cfg, teacher_weights, tok_key, mode, k, threads)}"

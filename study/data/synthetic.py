@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 OPS = ("+", "-", "*")
 LAYOUTS = ("early", "late")
@@ -52,11 +52,10 @@ class CorpusConfig:
 
     def __post_init__(self):
         # Messages start with the field's name (config.py prefixes the path: corpus.min_ops).
-        for f in fields(self):
-            value, expected = getattr(self, f.name), {"int": int, "str": str}[f.type]
-            if isinstance(value, bool) or not isinstance(value, expected):
-                kind = "an integer" if expected is int else "a string"
-                raise ValueError(f"{f.name} must be {kind}, got {value!r} ({type(value).__name__})")
+        # The same type check as every other config (config.py imports this module, so late).
+        from ..config import check_types
+
+        check_types(self)
         if not 1 <= self.min_ops <= self.max_ops:
             raise ValueError(f"min_ops and max_ops need 1 <= min_ops <= max_ops, got {self.min_ops}, {self.max_ops}")
         if not 0 <= self.min_verify <= self.max_verify:
