@@ -155,7 +155,8 @@ def _show(cfg, index: int, color: bool) -> None:
     from .identity import config_key
 
     print(f"config {config_key(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
-          f"cut_after_think={cfg.cut_after_think} ({len(ids)}/{len(enc.ids)} tokens kept)")
+          f"cut_after_think={cfg.cut_after_think} keep_answer={cfg.keep_answer} "
+          f"({len(ids)}/{len(enc.ids)} tokens kept)")
     print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))
 
 
@@ -166,7 +167,9 @@ def _stats(cfg) -> None:
 
     tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     table = corpus_stats(make_splits(cfg.corpus)["train"], tokenizer)
-    print(table.describe().T[["mean", "std", "min", "max"]].to_string(float_format=lambda x: f"{x:.3f}"))
+    summary = table.describe().T.rename(columns={"25%": "q1", "50%": "median", "75%": "q3"})
+    print(f"{len(table)} training examples of the run's corpus (layout {cfg.corpus.layout})")
+    print(summary[["mean", "std", "min", "q1", "median", "q3", "max"]].to_string(float_format=lambda x: f"{x:.3f}"))
 
 
 if __name__ == "__main__":

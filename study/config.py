@@ -130,7 +130,7 @@ class TokenizerConfig:
     """The embedded default's BPE, trained once on a fixed mix of every corpus variant so that
     the teacher, the base student and every student share one vocabulary."""
 
-    vocab_size: int = 192
+    vocab_size: int = 256  # 192 split "Wait" and "double-check" into letters (results/LOG.md)
     seed: int = 0
 
     def __post_init__(self):
@@ -178,6 +178,9 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train_examples: int = 20000
     one_op: bool = False  # base student: one-operation problems only (the one-step facts)
+    # Complete traces of another task mixed in (synthetic.other_task_examples): a general prior
+    # for how a trace ends, as a Qwen3-*-Base model has, that does not teach the target skill.
+    other_task_traces: int = 0
     steps: int = 3000
     batch_size: int = 32
     lr: float = 2e-3
@@ -194,6 +197,7 @@ class PretrainConfig:
         for name in ("train_examples", "steps", "batch_size", "eval_examples", "eval_max_gen_toks",
                      "eval_batch_size"):
             _at_least(self, name, 1)
+        _at_least(self, "other_task_traces", 0)
         if self.batch_size > self.train_examples:
             raise ValueError(f"batch_size {self.batch_size} exceeds train_examples {self.train_examples}: "
                              "one batch needs that many examples; lower batch_size or raise train_examples")
@@ -227,6 +231,9 @@ class RunConfig:
     lsp: float = 1.0  # lead-span proportion (RQ2): keep max(1, int(len * lsp)) tokens
     window: str = "left"  # which span of length lsp*len is kept; "left" is the lead span
     cut_after_think: bool = False  # drop A (everything after </think>) before truncation
+    # Our extension: a lead span of the same budget that keeps the ending (</think>, the answer
+    # and the end token), so the student sees how a trace ends (sections.kept_positions).
+    keep_answer: bool = False
     random_mask: float = 0.0  # fraction of supervised tokens dropped at random (control)
     # --- loss (paper: 0.5 CE + 0.5 forward KL, temperature 1) --------------------------------
     alpha: float = 0.5
@@ -282,6 +289,10 @@ class RunConfig:
         _one_of(self, "condition", CONDITIONS)
         _interval(self, "lsp", 0, 1, "(]")
         _one_of(self, "window", WINDOWS)
+        if self.keep_answer and (self.window != "left" or self.cut_after_think):
+            raise ValueError(f"keep_answer keeps the ending of a lead span: it needs window left and "
+                             f"cut_after_think false, got window {self.window!r}, cut_after_think "
+                             f"{str(self.cut_after_think).lower()}")
         _interval(self, "random_mask", 0, 1, "[)")
         _interval(self, "alpha", 0, 1, "[]")
         _one_of(self, "loss", LOSSES)

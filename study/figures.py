@@ -47,7 +47,7 @@ from matplotlib.ticker import FormatStrFormatter
 from .analysis import accuracy_ci, flat_config, label_variants, mean_ci, select
 from .config import RunConfig
 from .evaluate import TASK
-from .sections import CONDITIONS, Section
+from .sections import CONDITIONS, Section, kept_positions
 
 log = logging.getLogger(__name__)
 
@@ -565,14 +565,13 @@ def sequence_view(cfg: RunConfig, tokenizer, index: int = 0) -> dict:
 
     train = make_splits(cfg.corpus)["train"]
     enc, ids, _, mask = example_view(train, index, tokenizer, cfg)
-    length = sum(s != Section.ANSWER for s in enc.sections) if cfg.cut_after_think else len(enc.ids)
-    start = {"left": 0, "middle": (length - len(ids)) // 2, "right": length - len(ids)}[cfg.window]
-    assert list(enc.ids[start:start + len(ids)]) == list(ids), "kept span not found in the sequence"
+    kept = kept_positions(enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think, cfg.keep_answer)
+    assert [enc.ids[i] for i in kept] == list(ids), "kept tokens not found in the sequence"
+    supervised = {pos: m for pos, m in zip(kept, mask)}
     special = set(tokenizer.get_added_vocab())
     tokens = []
     for i, (tid, sec) in enumerate(zip(enc.ids, enc.sections)):
-        inside = start <= i < start + len(ids)
-        status = ("supervised" if mask[i - start] else "unsupervised") if inside else "dropped"
+        status = ("supervised" if supervised[i] else "unsupervised") if i in supervised else "dropped"
         raw = tokenizer.decode([tid])
         tokens.append({"text": raw, "shown": _token_text(raw), "section": sec, "status": status,
                        "template": raw in special})
@@ -636,7 +635,8 @@ def example_sequence(cfg: RunConfig, tokenizer, index: int = 0, width: int = 105
         if hidden:
             ax.text(width, -rows * row_h, f"... {hidden} more tokens not shown", ha="right", va="top",
                     fontsize="small", color="0.35")
-        window = f"window {cfg.window}" + (", cut after </think>" if cfg.cut_after_think else "")
+        window = (f"window {cfg.window}" + (", cut after </think>" if cfg.cut_after_think else "")
+                  + (", ending kept" if cfg.keep_answer else ""))
         extra = f", random mask {cfg.random_mask:g}" if cfg.random_mask else ""
         fig.suptitle(f"Training example {index} (\"{view['question']}\"): condition {cfg.condition}, "
                      f"lsp {_fmt_lsp(cfg.lsp)}, {window}{extra}\n"

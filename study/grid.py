@@ -17,6 +17,8 @@ A grid file::
     cells:                         # optional: explicit cells, each with its own overrides
       - label: cut after </think>
         set: {cut_after_think: true}
+      - set: {lsp: 1.0}            # a cell's own seeds replace the grid's: more seeds where
+        seeds: [45, 46]            # the headline comparisons are (with the axis' 42-44: five)
 
 A cell's config is the base config, then (``--quick``) the quick grid's ``set``, then the
 grid's ``set``, then the cell's own values, then the seed, then the command line's ``--set``.
@@ -52,7 +54,7 @@ from .identity import config_key, run_id
 log = logging.getLogger(__name__)
 
 GRID_KEYS = ("name", "description", "base", "seeds", "set", "axes", "cells")
-CELL_KEYS = ("label", "set")
+CELL_KEYS = ("label", "set", "seeds")
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         seeds = _check_seeds(qspec.get("seeds", seeds[:1]), quick_path)
     data = _apply(base_data, _check_mapping(spec.get("set"), f"{path}: set"))
 
-    variations = []  # (label, overrides) per cell, before seeds
+    variations = []  # (label, overrides, seeds) per cell
     axes = _check_mapping(spec.get("axes"), f"{path}: axes")
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
@@ -189,13 +191,21 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
     if axes:
         for combo in itertools.product(*axes.values()):
             cell = dict(zip(axes, combo))
-            variations.append((_label(cell), cell))
+            variations.append((_label(cell), cell, seeds))
     for i, cell in enumerate(spec.get("cells") or []):
         if not isinstance(cell, dict) or set(cell) - set(CELL_KEYS):
             raise ValueError(f"{path}: cell {i + 1} must be a mapping with keys {', '.join(CELL_KEYS)}, "
                              f"e.g. {{label: cut after </think>, set: {{cut_after_think: true}}}}; got {cell!r}")
         sets = _check_mapping(cell.get("set"), f"{path}: cell {i + 1} set")
-        variations.append((str(cell.get("label") or _label(sets)), sets))
+        if "seeds" in cell:
+            cell_seeds = _check_seeds(cell["seeds"], f"{path}: cell {i + 1}")
+            if quick:  # the quick grid's seeds for all; a cell that only adds seeds adds nothing
+                if any(sets == other for _, other, _ in variations):
+                    continue
+                cell_seeds = seeds
+        else:
+            cell_seeds = seeds
+        variations.append((str(cell.get("label") or _label(sets)), sets, cell_seeds))
     if not variations:
         raise ValueError(f"{path}: the grid has no cells; give axes or cells")
 
@@ -211,7 +221,7 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         raise ValueError(f"--set {' '.join(overrides)}: {e}") from None
 
     cells, seen, dupes = [], {}, []
-    for (label, sets), seed in itertools.product(variations, seeds):
+    for label, sets, seed in ((label, sets, seed) for label, sets, cell_seeds in variations for seed in cell_seeds):
         where = f"{path}: cell {label!r}, seed {seed}"
         try:
             cfg = config_from_dict(_apply(data, {**sets, "seed": seed}), list(overrides))
@@ -288,7 +298,7 @@ def cell_lock(out_dir: Path, rid: str):
 def cost(cfg: RunConfig) -> float:
     """Relative cost of a cell, for the time-left estimate: training scales with the tokens
     kept; loading, profiling and evaluation add about a quarter of a full default run."""
-    kept = cfg.lsp if not cfg.cut_after_think else 0.93 * cfg.lsp
+    kept = cfg.lsp if not cfg.cut_after_think else 0.93 * cfg.lsp  # keep_answer: the same budget
     return cfg.epochs * cfg.corpus.train_examples * (kept + 0.25)
 
 

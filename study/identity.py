@@ -53,7 +53,12 @@ def resolved_cache_mode(cfg: RunConfig) -> str:
 
 def artefact_config(p) -> dict:
     """A teacher's or base student's pretraining config without its evaluation settings."""
-    return {k: v for k, v in asdict(p).items() if k not in ARTEFACT_EVAL}
+    d = {k: v for k, v in asdict(p).items() if k not in ARTEFACT_EVAL}
+    # Material added after the artefact format was fixed: absent at its neutral value, so the
+    # artefacts built without it keep their keys (and released hashes their meaning).
+    if not d.get("other_task_traces"):
+        d.pop("other_task_traces", None)
+    return d
 
 
 def semantic_config(cfg: RunConfig) -> dict:
@@ -65,6 +70,7 @@ def semantic_config(cfg: RunConfig) -> dict:
         d.pop("beta")  # the JSD mixture weight; no other divergence reads it
     if cfg.lsp == 1.0:
         d.pop("window")  # every window of the whole sequence is the whole sequence
+        d.pop("keep_answer")  # and keeps its ending
     if not cfg.teacher_cache:
         d.pop("teacher_cache_mode"), d.pop("teacher_cache_topk")
     else:

@@ -23,7 +23,7 @@ import torch
 
 from .config import PretrainConfig, RunConfig, config_hash, pretrain_corpus
 from .data.pipeline import encode, full_sequence_items
-from .data.synthetic import CorpusConfig, make_splits
+from .data.synthetic import CorpusConfig, make_splits, other_task_examples
 from .evaluate import evaluate, write_test_split
 from .identity import artefact_config, weights_sha256
 from .models import atomic_dir, build_model, get_tokenizer, load_model
@@ -47,8 +47,8 @@ def test_file(cfg: RunConfig, corpus: CorpusConfig, tokenizer, tok_key: str, spl
 def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: str, out: Path) -> None:
     device = pick_device(cfg.device)
     corpus = pretrain_corpus(cfg.corpus, p)
-    splits = make_splits(corpus)
-    items = full_sequence_items(encode(splits["train"], tokenizer), "CoT+A")
+    examples = make_splits(corpus)["train"] + other_task_examples(corpus, p.other_task_traces, p.seed)
+    items = full_sequence_items(encode(examples, tokenizer), "CoT+A")
     torch.manual_seed(p.seed)  # the initial weights come from the config's seed, not from
     model = build_model(p.model, tokenizer, cfg.attn_implementation).to(device)  # what ran before
     settings = LoopSettings(steps=p.steps, batch_size=p.batch_size, lr=p.lr,

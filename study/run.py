@@ -44,7 +44,7 @@ def load_items(cfg: RunConfig, encoded):
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
         msg = (f"{len(empty)} of {len(encoded)} training sequences have no supervised token under "
                f"condition={cfg.condition}, lsp={cfg.lsp}, window={cfg.window}, "
-               f"cut_after_think={cfg.cut_after_think} (e.g. {shown})")
+               f"cut_after_think={cfg.cut_after_think}, keep_answer={cfg.keep_answer} (e.g. {shown})")
         if not items:
             raise ValueError(msg + "; nothing to train on: supervise a section the truncation keeps "
                              "(e.g. condition P+CoT+A or a larger lsp)")
@@ -222,6 +222,8 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
                     # The base scored on this run's test split, by the base's evaluation settings.
                     "base_accuracy": base_meta["accuracy"] if base_meta else None,
                     "base_one_op_accuracy": base_meta["quality"]["one_op_facts"]["accuracy"] if base_meta else None,
+                    # All of it: whether the base already ends its traces (closed_think, ended_eos).
+                    "base_quality": base_meta["quality"]["test"] if base_meta else None,
                     "parameters": sum(p.numel() for p in student.parameters()),
                     "weights_sha256": student_weights,
                     "saved": str(student_path(out_dir, rid).name) if cfg.save_student else None},

@@ -85,33 +85,57 @@ def truncate(
     lsp: float = 1.0,
     window: str = "left",
     cut_after_think: bool = False,
+    keep_answer: bool = False,
 ) -> tuple[list[int], list[Section]]:
-    """Keep a contiguous span of ``max(1, int(len * lsp))`` tokens.
+    """Keep ``max(1, int(len * lsp))`` tokens (see ``kept_positions``); labels are cut the
+    same way."""
+    if len(ids) != len(sections):
+        raise ValueError(f"{len(ids)} token ids but {len(sections)} section labels; they must match")
+    kept = kept_positions(sections, lsp, window, cut_after_think, keep_answer)
+    return [ids[i] for i in kept], [sections[i] for i in kept]
 
-    If ``cut_after_think``, the answer is dropped first (the </think> token
-    stays) and ``len`` is the length of what remains. ``window`` picks the span:
-    'left' is the prefix (the paper's lead span), 'middle' is centred (extra
-    token goes to the right), 'right' is the suffix. Labels are cut the same way.
+
+def kept_positions(
+    sections: Sequence[Section],
+    lsp: float = 1.0,
+    window: str = "left",
+    cut_after_think: bool = False,
+    keep_answer: bool = False,
+) -> list[int]:
+    """Positions (in the full sequence, ascending) of the ``max(1, int(len * lsp))`` tokens
+    a run keeps.
+
+    If ``cut_after_think``, the answer is dropped first (the </think> token stays) and
+    ``len`` is the length of what remains. ``window`` picks a contiguous span: 'left' is
+    the prefix (the paper's lead span), 'middle' is centred (extra token goes to the right),
+    'right' is the suffix.
+
+    ``keep_answer`` (our extension, left window only) spends the same budget on a lead span
+    that keeps the trace's ending: the first ``keep - len(ending)`` tokens, then the ending
+    (``</think>`` and the answer section, the end token included), so the student sees how a
+    trace ends. An ending longer than the budget is itself cut to the budget.
     """
     if not 0 < lsp <= 1:
         raise ValueError(f"lsp={lsp!r} is outside the valid range (0, 1]")
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; valid windows: {', '.join(WINDOWS)}")
-    if len(ids) != len(sections):
-        raise ValueError(f"{len(ids)} token ids but {len(sections)} section labels; they must match")
-    if not ids:
+    if not sections:
         raise ValueError("cannot truncate an empty sequence")
-
-    kept_ids, kept_sections = list(ids), list(sections)
-    if cut_after_think:
-        # Labels are non-decreasing, so the non-answer tokens form a prefix.
-        n = sum(1 for s in kept_sections if s != Section.ANSWER)
-        kept_ids, kept_sections = kept_ids[:n], kept_sections[:n]
-
-    length = len(kept_ids)
+    if keep_answer and (window != "left" or cut_after_think):
+        raise ValueError("keep_answer keeps the ending of a lead span: it needs window 'left' and "
+                         "cut_after_think false")
+    # Labels are non-decreasing, so the non-answer tokens form a prefix.
+    before_answer = sum(1 for s in sections if s != Section.ANSWER)
+    length = before_answer if cut_after_think else len(sections)
     keep = max(1, int(length * lsp))  # the paper's rule, deliberately not rounded
+    if keep_answer:
+        if Section.COT not in sections:
+            raise ValueError("keep_answer needs a </think> token to keep; this sequence has no CoT section")
+        ending = before_answer - 1  # </think> is the last CoT token
+        lead = max(0, keep - (length - ending))
+        return list(range(lead)) + list(range(ending, length))[: keep - lead]
     start = {"left": 0, "middle": (length - keep) // 2, "right": length - keep}[window]
-    return kept_ids[start : start + keep], kept_sections[start : start + keep]
+    return list(range(start, start + keep))
 
 
 def supervision_mask(sections: Sequence[Section], condition: str) -> list[bool]:

@@ -1,11 +1,14 @@
 """The paper's tables as pure functions of a records DataFrame, written as Markdown, LaTeX and CSV.
 
-Five tables, each selecting its rows by variant (study/analysis.py), never by grid:
+Six tables, each selecting its rows by variant (study/analysis.py), never by grid:
 
 - ``supervision``: the six supervision conditions at lsp 1.0 (paper, Table 1);
 - ``truncation``: lead-span proportion, accuracy, retention and cost (paper, Table 2);
 - ``halves_controls``: left/middle/right 50% windows (paper, Table 3) and our controls
   (random mask, cut after </think>, token-budget match, late-answer corpus);
+- ``ending``: our extension, a lead span that keeps its ending, beside the plain lead span
+  per regime (the reference and any contrast, e.g. a base student that forgets how to stop),
+  with how generations end (closing </think>, at the token limit, mean length);
 - ``significance``: one row per claimed comparison, with the test behind it, accuracy by the
   paper's answer rule (``study/scoring.py``); ``significance_first_boxed``: the same by the
   first ``\\boxed{}``.
@@ -23,7 +26,7 @@ any variant whose per-problem outputs were missing (bootstrap over seeds only) a
 out; the significance tables name each row's test and interval method.
 
     from study.tables import write_all, truncation_table
-    write_all("results/runs", "paper_tables")      # 5 tables x (.md, .tex, .csv)
+    write_all("results/runs", "paper_tables")      # 6 tables x (.md, .tex, .csv)
     truncation_table(load("results/runs"))         # the same numbers as a DataFrame
 """
 
@@ -38,7 +41,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .analysis import (BOOTSTRAP_REPLICATES, accuracy_ci, compare, flat_config, holm, label_variants, ratio_ci,
-                       select, variant_of)
+                       select, variant_label, variant_of)
 from .config import RunConfig
 from .records import atomic_write_text, load
 from .sections import CONDITIONS
@@ -55,6 +58,9 @@ TOKENS = "tokens forwarded"
 SECONDS = "train time (s)"
 MEMORY = "peak memory (MB)"
 FLOPS = "train FLOPs (profiled steps, extrapolated)"  # compute.flops_profiler: see FLOPS_NOTE
+CLOSED = "closes </think>"  # share of generations (quality.*.closed_think)
+AT_LIMIT = "at the token limit"  # share of generations (quality.*.hit_token_limit)
+GENERATED = "generated tokens"  # mean per generation: the inference cost
 RETENTION = "retention"
 RETENTION_FIRST = r"retention (first \boxed{})"
 LOW, HIGH = " CI low", " CI high"  # suffixes of the interval columns
@@ -67,6 +73,11 @@ COST_COLUMNS = {  # table column -> record column (means over seeds)
     FLOPS: "compute.flops_profiler",
 }
 SCALE = {MEMORY: 1e-6}  # bytes -> MB (10^6 bytes)
+STOPPING_COLUMNS = {  # table column -> record column (means over seeds): how generations end
+    CLOSED: "quality.study_synthetic.closed_think",
+    AT_LIMIT: "quality.study_synthetic.hit_token_limit",
+    GENERATED: "quality.study_synthetic.mean_generated_tokens",
+}
 
 TEACHER = "teacher"
 BASE = "base student (no distillation)"
@@ -93,6 +104,8 @@ CAPTIONS = {
                   "and training cost by lead-span proportion.",
     "halves_controls": "Which 50% window, and controls: random mask, cut after </think>, "
                        "token-budget match, late-answer corpus.",
+    "ending": "A lead span that keeps its ending (our extension) beside the plain lead span, by regime: "
+              "accuracy, retention, how generations end and what they cost.",
     "significance": "Tests behind the claimed comparisons (accuracy by the paper's answer rule; "
                     "paired t-test over seeds where the seeds pair, else Welch).",
     "significance_first_boxed": "The same tests with accuracy by the first \\boxed{} answer "
@@ -256,6 +269,8 @@ def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd
             else:
                 mean = low = high = math.nan
             row.update({name: mean, name + LOW: low, name + HIGH: high})
+        for name in (CLOSED, GENERATED):  # do its students still end their traces?
+            row[name] = _mean(sel, STOPPING_COLUMNS[name])
         for name in costs:  # ratio of means: costs barely vary over seeds
             denominator = full_costs[name]
             row[f"{name.split(' (')[0]} ratio"] = row[name] / denominator if denominator else math.nan
@@ -332,6 +347,78 @@ def halves_controls_table(df: pd.DataFrame, reference: RunConfig | None = None) 
     return _frame(_reference_rows(runs), rows, note)
 
 
+TRUNCATION_KEYS = ("lsp", "keep_answer")
+# What a regime may change: the base student and how lightly it is fine-tuned (a contrast such
+# as configs/grids/forgetful_base.yaml), never the task, the teacher or the implementation.
+REGIME_KEYS = ("base.", "lr", "epochs", "batch_size", "weight_decay", "warmup")
+
+
+def _regimes(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The regimes in the records: the reference ({}) and every set of other overrides (a
+    contrast, e.g. another base student and learning rate) under which some run keeps its
+    ending, in order of appearance."""
+    out: list[dict[str, Any]] = []
+    for v in df["variant"]:
+        regime = {k: x for k, x in v.items() if k not in TRUNCATION_KEYS}
+        if (v.get("keep_answer") and regime not in out
+                and all(k.startswith(REGIME_KEYS[0]) or k in REGIME_KEYS[1:] for k in regime)):
+            out.append(regime)
+    return sorted(out, key=len)  # the reference first
+
+
+def ending_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+    """Per regime (the reference, then each contrast with a run that keeps its ending): the full
+    sequence, then per lsp the plain lead span and the lead span that keeps its ending
+    (``keep_answer``) where present: accuracy (mean, CI), retention against the regime's lsp
+    1.0 (CI as in the truncation table), first-\boxed{} accuracy, how generations end (share
+    closing </think>, share at the token limit, mean generated tokens: the inference cost) and
+    the training cost as ratios to lsp 1.0 (tokens forwarded, FLOPs). Shown only when some run
+    keeps its ending."""
+    if df.empty:
+        return pd.DataFrame()
+    df, ref = _prepare(df, reference)
+    if not any(v.get("keep_answer") for v in df["variant"]):
+        return pd.DataFrame()
+    rows, used, methods, retention_methods = [], [], {}, {}
+    for regime in _regimes(df):
+        name = variant_label(regime) if regime else "reference"
+        full = select(df, regime)
+        lsps = sorted({v["lsp"] for v in df["variant"]
+                       if "lsp" in v and {k: x for k, x in v.items() if k not in TRUNCATION_KEYS} == regime})
+        settings = [("full sequence (lsp 1.0)", regime)]
+        for lsp in lsps:
+            settings += [(f"lead span, lsp {_proportion(lsp)}", {**regime, "lsp": lsp}),
+                         (f"lead span + ending, lsp {_proportion(lsp)}", {**regime, "lsp": lsp, "keep_answer": True})]
+        for label, variant in settings:
+            sel = select(df, variant)
+            if not len(sel):
+                continue
+            setting = f"{name}: {label}"
+            row = {"regime": name, SETTING: label, **_summary(sel, (), methods, setting)}
+            est = ratio_ci(sel, full, ACC) if len(full) else None
+            if est is not None:
+                retention_methods[(setting, RETENTION)] = est.method
+            row.update({RETENTION: est.mean if est else math.nan, RETENTION + LOW: est.low if est else math.nan,
+                        RETENTION + HIGH: est.high if est else math.nan})
+            for column, source in STOPPING_COLUMNS.items():
+                row[column] = _mean(sel, source)
+            for cost in (TOKENS, FLOPS):
+                denominator = _mean(full, COST_COLUMNS[cost])
+                row[f"{cost.split(' (')[0]} ratio"] = (_mean(sel, COST_COLUMNS[cost]) / denominator
+                                                       if denominator else math.nan)
+            rows.append(row)
+            used.append(sel)
+    if not rows:
+        return pd.DataFrame()
+    runs = pd.concat(used)
+    note = (f"{_truncation_note(methods, retention_methods, False, runs)} Retention is against the regime's own "
+            f"lsp 1.0. {CLOSED}, {AT_LIMIT}: shares of the test generations; {GENERATED}: their mean length "
+            "in tokens (what inference costs). A lead span + ending keeps max(1, int(len * lsp)) tokens, as "
+            "the plain lead span: the lead span shortened by the ending, then </think>, the answer and the "
+            "end token (sections.kept_positions).")
+    return _frame([], rows, note)
+
+
 def _comparisons(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict, dict, str]]:
     cond = {c: _variant(ref, condition=c) for c in CONDITIONS}
     out = [("CoT vs P+CoT+A", cond["CoT"], cond["P+CoT+A"],
@@ -344,6 +431,10 @@ def _comparisons(df: pd.DataFrame, ref: dict[str, Any]) -> list[tuple[str, dict,
     out += [("left 50% vs right 50%", left, _variant(ref, lsp=half, window="right"),
              "left clearly better"),
             ("lsp 0.5 vs lsp 1.0", left, full, "lsp 0.5 keeps about 91% of full accuracy")]
+    ending = _variant(ref, lsp=half, keep_answer=True)
+    out += [("lead span + ending (lsp 0.5) vs lead span (lsp 0.5)", ending, left,
+             "not tested (our extension: is the lost accuracy the lost ending?)"),
+            ("lead span + ending (lsp 0.5) vs lsp 1.0", ending, full, "not tested (our extension)")]
     masks = sorted(v["random_mask"] for v in _present(df, {"random_mask"}) if v)
     out += [(f"lsp 0.5 (lead span) vs random mask {m:g}", left, _variant(ref, random_mask=m),
              "not tested (our control: which tokens, or how many)") for m in masks]
@@ -417,7 +508,7 @@ def _number(column: str, value: Any) -> str:
         return f"{int(value)}"
     if column in (TOKENS, SUPERVISED):
         return f"{value:,.0f}"
-    if column in (SECONDS, MEMORY):
+    if column in (SECONDS, MEMORY, GENERATED):
         return f"{value:.1f}"
     if column == FLOPS:
         return f"{value:.2e}"
@@ -513,6 +604,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, RunConfig | None], pd.DataFrame]] = {
     "supervision": supervision_table,
     "truncation": truncation_table,
     "halves_controls": halves_controls_table,
+    "ending": ending_table,
     "significance": significance_table,
     "significance_first_boxed": functools.partial(significance_table, rule="first"),
 }

@@ -3,9 +3,10 @@
 A causal teacher's outputs on a prefix are exactly the first outputs on the full sequence, so
 one pass over each untruncated training sequence serves every lead-span proportion, the cut
 after ``</think>``, random masking and every supervision condition: each run slices the rows
-it needs. A middle or right window starts the sequence elsewhere, so the teacher sees another
-context there; those runs get their own entry, keyed by the window, built from the windowed
-sequences (never from the full-sequence outputs).
+it needs. A middle or right window starts the sequence elsewhere, and a lead span that keeps
+its ending (``keep_answer``) joins the ending to the cut, so the teacher sees another context
+there; those runs get their own entry, keyed by the view, built from the run's sequences
+(never from the full-sequence outputs).
 
     cache = get_or_build(cfg, teacher, teacher_meta["weights_sha256"], tokenizer, tok_key, encoded, device)
     items = cache.attach(items)      # every TrainItem carries a view of its teacher rows
@@ -57,10 +58,13 @@ def cache_mode(cfg: RunConfig, vocab_size: int) -> tuple[str, int]:
 
 def view_of(cfg: RunConfig) -> dict | None:
     """None when the run's sequences are prefixes of the full sequences (served by the
-    full-sequence entry); otherwise what determines the windowed sequences."""
-    if cfg.window == "left" or cfg.lsp == 1.0:  # every window of the whole sequence is the sequence
-        return None
-    return {"lsp": cfg.lsp, "window": cfg.window, "cut_after_think": cfg.cut_after_think}
+    full-sequence entry); otherwise what determines the windowed sequences. A lead span that
+    keeps its ending (``keep_answer``) joins the ending to the cut, so the teacher reads
+    ``</think>`` in another context there: it is a view of its own too."""
+    if cfg.lsp == 1.0 or (cfg.window == "left" and not cfg.keep_answer):
+        return None  # every window of the whole sequence is the sequence; a lead span is a prefix
+    return {"lsp": cfg.lsp, "window": cfg.window, "cut_after_think": cfg.cut_after_think,
+            "keep_answer": cfg.keep_answer}
 
 
 @dataclass
@@ -106,7 +110,8 @@ def sequences_for(cfg: RunConfig, encoded) -> list[tuple[str, list[int]]]:
     """The sequences the teacher runs on: full ones, or the run's windows (see ``view_of``)."""
     if view_of(cfg) is None:
         return [(e.id, e.ids) for e in encoded]
-    return [(e.id, truncate(e.ids, e.sections, cfg.lsp, cfg.window, cfg.cut_after_think)[0]) for e in encoded]
+    return [(e.id, truncate(e.ids, e.sections, cfg.lsp, cfg.window, cfg.cut_after_think,
+                          cfg.keep_answer)[0]) for e in encoded]
 
 
 @torch.no_grad()

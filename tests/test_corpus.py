@@ -7,7 +7,7 @@ import re
 import pytest
 
 from study.data.pipeline import corpus_stats
-from study.data.synthetic import PLAN_CUES, CorpusConfig, first_boxed, last_boxed, make_splits
+from study.data.synthetic import PLAN_CUES, CorpusConfig, Problem, first_boxed, last_boxed, make_splits
 
 SMALL = dict(train_examples=60, val_examples=20, test_examples=30)
 QUESTION = re.compile(r"^Compute (?P<expr>[0-9()+\-*]+) mod (?P<mod>\d+)\.$")
@@ -112,7 +112,7 @@ def test_boxed_helpers():
 
 @pytest.mark.parametrize("n_ops", [1, 2, 4, 6])
 def test_ops_knob_sets_derivation_steps(n_ops):
-    cfg = CorpusConfig(min_ops=n_ops, max_ops=n_ops, min_verify=1, max_verify=1,
+    cfg = CorpusConfig(min_ops=n_ops, max_ops=n_ops, min_verify=1, max_verify=1, max_explore=0,
                        train_examples=20, val_examples=0, test_examples=0)
     for ex in make_splits(cfg)["train"]:
         cot = cot_of(ex.completion)
@@ -123,7 +123,7 @@ def test_ops_knob_sets_derivation_steps(n_ops):
 
 
 def test_ops_range_gives_mixed_step_counts():
-    cfg = CorpusConfig(min_ops=1, max_ops=3, train_examples=200, val_examples=0, test_examples=0)
+    cfg = CorpusConfig(min_ops=1, max_ops=3, max_explore=0, train_examples=200, val_examples=0, test_examples=0)
     counts = set()
     for ex in make_splits(cfg)["train"]:
         cot = cot_of(ex.completion)
@@ -150,7 +150,7 @@ def test_verify_range_gives_mixed_boxed_counts():
 
 @pytest.mark.parametrize("passes", [0, 2, 3])
 def test_late_layout_has_one_boxed_at_end_of_cot(passes):
-    cfg = CorpusConfig(layout="late", min_verify=passes, max_verify=passes,
+    cfg = CorpusConfig(layout="late", min_verify=passes, max_verify=passes, max_explore=0,
                        train_examples=30, val_examples=0, test_examples=0)
     for ex in make_splits(cfg)["train"]:
         cot = cot_of(ex.completion)
@@ -161,6 +161,69 @@ def test_late_layout_has_one_boxed_at_end_of_cot(passes):
         assert len(steps) == ex.question.count("+") + ex.question.count("-") + ex.question.count("*")
         assert steps[0].start() > max(cot.rfind(cue) for cue in PLAN_CUES)
         assert sum(cot.count(cue) for cue in PLAN_CUES) == passes
+
+
+EXPLORE_MARKS = (*PLAN_CUES, "No, the brackets come first.", "Hmm, let me start over.")
+
+
+def explore_steps(cot: str) -> int:
+    return sum(cot.count(mark) for mark in EXPLORE_MARKS)
+
+
+@pytest.mark.parametrize("layout", ["early", "late"])
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_explore_knob_sets_exploration_before_the_derivation(layout, steps):
+    cfg = CorpusConfig(layout=layout, min_verify=1, max_verify=1, min_explore=steps, max_explore=steps,
+                       train_examples=40, val_examples=0, test_examples=0)
+    for ex in make_splits(cfg)["train"]:
+        cot = cot_of(ex.completion)
+        plan_passes = 1 if layout == "late" else 0  # the late layout's reflection is planning
+        assert explore_steps(cot) == steps + plan_passes
+        derivation = " ".join(f"{m.group(0)}" for m in STEP.finditer(cot))
+        assert derivation  # an exploration step never states the answer: no box before the derivation
+        first_box = cot.index(BOXED_LIT)
+        assert cot.count("We need") == 1 and cot.startswith("We need")
+        n_ops = ex.question.count("+") + ex.question.count("-") + ex.question.count("*")
+        full_derivation = list(STEP.finditer(cot[:first_box]))[-n_ops:]
+        assert full_derivation[-1].end() < first_box
+        # Exploration ends before the derivation that leads to the first answer.
+        last_mark = max((cot.rfind(m) for m in EXPLORE_MARKS), default=-1)
+        assert last_mark < full_derivation[0].start()
+
+
+def test_explore_kinds_vary_and_one_operation_problems_only_plan():
+    cfg = CorpusConfig(min_explore=3, max_explore=3, train_examples=100, val_examples=0, test_examples=0)
+    cots = [cot_of(ex.completion) for ex in make_splits(cfg)["train"]]
+    for mark in ("Maybe ", "Try ", *PLAN_CUES):
+        assert any(mark in c for c in cots), mark
+    one_op = CorpusConfig(min_ops=1, max_ops=1, min_explore=2, max_explore=2, train_examples=50,
+                          val_examples=0, test_examples=0)
+    for ex in make_splits(one_op)["train"]:
+        cot = cot_of(ex.completion)
+        assert "Maybe " not in cot and "Try " not in cot  # both need a second operation
+        assert sum(cot.count(c) for c in PLAN_CUES) == 2
+
+
+def test_wrong_start_and_restart_literal():
+    import random
+
+    from study.data.synthetic import _explore
+
+    p = Problem((3, 4, 2, 5), ("+", "*", "-"), 10)
+    seen = {_explore(p, random.Random(seed)) for seed in range(40)}
+    assert "Maybe 4*2 first? No, the brackets come first." in seen
+    assert "Try 3+4=7. Hmm, let me start over." in seen
+    assert any(s.endswith("First 3+4. Then times 2. Then minus 5.") for s in seen)
+
+
+def test_no_exploration_is_the_corpus_from_before_the_knob():
+    """max_explore 0 draws no count: the corpus of two verification passes is the one the
+    issue-10 study was trained on (its first training example, literally)."""
+    cfg = CorpusConfig(min_verify=2, max_verify=2, max_explore=0, train_examples=1, val_examples=0, test_examples=0)
+    assert make_splits(cfg)["train"][0].completion == (
+        "<think>We need ((1+0)*1)*9 mod 10. 1+0=1. 1*1=1. 1*9=9. So \\boxed{9}. Wait, let me double-check. "
+        "1+0=1. 1*1=1. 1*9=9. Yes, \\boxed{9}. Let me verify. 1+0=1. 1*1=1. 1*9=9. Yes, \\boxed{9}."
+        "</think>The answer is \\boxed{9}.")
 
 
 def test_late_and_early_share_problems():
@@ -174,14 +237,30 @@ def test_late_and_early_share_problems():
 # --- corpus_stats --------------------------------------------------------------------------
 
 
-def test_corpus_stats_default_layout_answer_near_40_percent(tokenizer):
-    train = make_splits(CorpusConfig(train_examples=200))["train"]
+def test_corpus_stats_default_layout_spreads_the_first_answer_around_the_middle(tokenizer):
+    train = make_splits(CorpusConfig(train_examples=400))["train"]
     stats = corpus_stats(train, tokenizer)
-    assert len(stats) == 200
+    assert len(stats) == 400
     col = stats["first_answer_in_completion"]
-    assert 0.30 <= col.mean() <= 0.45
-    assert col.max() <= 0.45
-    assert (stats["first_answer_in_cot"] > col).all()  # the CoT is shorter than the completion
+    in_cot = stats["first_answer_in_cot"]
+    # Mean near the middle of the CoT, spread over most of it (PAPER.md, "Where the answer appears").
+    assert 0.45 <= in_cot.mean() <= 0.6
+    assert in_cot.quantile(0.25) < 0.45 and in_cot.quantile(0.75) > 0.58
+    assert in_cot.min() < 0.35 and in_cot.max() > 0.7
+    assert (in_cot > col).all()  # the CoT is shorter than the completion
+
+
+def test_corpus_stats_without_spread_is_a_narrow_band(tokenizer):
+    """The control of the test above: one fixed count of passes and no exploration put the
+    first answer in a narrow band (the corpus of the issue-10 study)."""
+    fixed = CorpusConfig(min_verify=2, max_verify=2, max_explore=0, train_examples=400)
+    in_cot = corpus_stats(make_splits(fixed)["train"], tokenizer)["first_answer_in_cot"]
+    assert in_cot.max() - in_cot.min() < 0.1
+
+
+def test_corpus_stats_sections_add_up(tokenizer):
+    train = make_splits(CorpusConfig(train_examples=50))["train"]
+    stats = corpus_stats(train, tokenizer)
     assert (stats["tokens"] == stats["tokens_P"] + stats["tokens_CoT"] + stats["tokens_A"]).all()
     assert (stats["tokens_completion"] == stats["tokens_CoT"] + stats["tokens_A"]).all()
     assert list(stats.index) == [e.id for e in train]

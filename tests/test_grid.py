@@ -21,19 +21,54 @@ from study.grid import load_grid, prepare, run_grid, status
 from tiny import tiny_config
 
 GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids"
-STUDY = ("supervision", "truncation", "halves", "controls")
+STUDY = ("supervision", "truncation", "halves", "controls", "forgetful_base")
+HEADLINE_SEEDS = {42, 43, 44, 45, 46}
 
 
-@pytest.mark.parametrize("name, cells", [("supervision", 6), ("truncation", 10), ("halves", 3), ("controls", 5),
-                                         ("quick", 4)])
-def test_shipped_grids_expand(name, cells):
+@pytest.mark.parametrize("name, variants, runs", [
+    ("supervision", 6, 6 * 3 + 2 * 2),  # CoT and P+CoT+A: five seeds
+    ("truncation", 13, 10 * 3 + 2 * 2 + 3 + 5 + 3),  # lsp 0.5 and 1.0: five; lead span + ending at 0.5: five
+    ("halves", 3, 3 * 5), ("controls", 5, 5 * 3), ("forgetful_base", 3, 3 * 5), ("quick", 4, 4)])
+def test_shipped_grids_expand(name, variants, runs):
     grid = load_grid(GRIDS / f"{name}.yaml")
-    seeds = {c.seed for c in grid.cells}
-    assert len(grid.cells) == cells * len(seeds)
+    assert len(grid.cells) == runs and not grid.duplicates
     assert len({c.key for c in grid.cells}) == len(grid.cells)
+    seeds_of = {}
+    for c in grid.cells:
+        seeds_of.setdefault(c.label, set()).add(c.seed)
+    assert len(seeds_of) == variants
     if name != "quick":
-        assert len(seeds) >= 3  # every study cell has at least three seeds
+        assert all(len(s) >= 3 for s in seeds_of.values())  # every study cell has at least three seeds
         assert grid.reference == RunConfig()  # the study's cells vary from the default run
+
+
+def test_headline_cells_have_five_seeds():
+    """The cells behind the headline comparisons (lsp 0.5 and 1.0, left/middle/right, CoT and
+    P+CoT+A, the lead span that keeps its ending, the contrast regime) run seeds 42-46."""
+    cells = [c for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells]
+    default = RunConfig()
+
+    def seeds(pred):
+        return {c.seed for c in cells if pred(c.config)}
+
+    plain = {"corpus": default.corpus, "base": default.base, "lr": default.lr, "random_mask": 0.0}
+
+    def default_regime(c):
+        return all(getattr(c, k) == v for k, v in plain.items())
+
+    assert seeds(lambda c: default_regime(c) and c.lsp == 1.0 and c.condition == "CoT") == HEADLINE_SEEDS
+    assert seeds(lambda c: default_regime(c) and c.lsp == 1.0 and c.condition == "P+CoT+A") == HEADLINE_SEEDS
+    for window in ("left", "middle", "right"):
+        assert seeds(lambda c: default_regime(c) and c.lsp == 0.5 and c.window == window
+                     and not c.keep_answer) == HEADLINE_SEEDS
+    assert seeds(lambda c: default_regime(c) and c.lsp == 0.5 and c.keep_answer) == HEADLINE_SEEDS
+    assert seeds(lambda c: c.base != default.base and c.lsp == 0.5) == HEADLINE_SEEDS
+
+
+def test_a_cell_with_its_own_seeds_adds_nothing_under_quick():
+    grid = load_grid(GRIDS / "truncation.yaml", quick=True)
+    assert {c.seed for c in grid.cells} == {42} and not grid.duplicates
+    assert len(grid.cells) == 10 + 3  # the lsp axis and the three lead spans that keep their ending
 
 
 def test_study_grids_cover_the_paper_variables():
@@ -47,7 +82,8 @@ def test_study_grids_cover_the_paper_variables():
     assert budget and all(c.lsp == 0.5 and c.corpus.train_examples == 2 * RunConfig().corpus.train_examples
                           for c in budget)
     # Shared cells are one run: P+CoT+A at lsp 1.0 is in both the supervision and truncation grids.
-    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 66
+    # The forgetful_base contrast shares no run with the rest (another base student).
+    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 22 + 45 - 5 + 15 - 5 + 15 + 15
 
 
 def test_random_mask_control_matches_lsp_half(tokenizer):

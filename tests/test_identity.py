@@ -30,6 +30,7 @@ SEMANTIC = {
     "lsp": _with(lsp=0.5),
     "window": _with(lsp=0.5, window="right"),
     "cut_after_think": _with(cut_after_think=True),
+    "keep_answer": _with(lsp=0.5, keep_answer=True),
     "random_mask": _with(random_mask=0.25),
     "alpha": _with(alpha=0.3),
     "loss": _with(loss="reverse_kl"),
@@ -59,9 +60,10 @@ SEMANTIC = {
 }
 NESTED_SEMANTIC = {  # one representative change per nested config, plus every corpus knob
     **{f"corpus.{k}": v for k, v in {
-        "min_ops": 3, "max_ops": 5, "min_verify": 1, "max_verify": 4, "modulus": 9, "layout": "late",
+        "min_ops": 3, "max_ops": 5, "min_verify": 2, "max_verify": 4, "min_explore": 1, "max_explore": 2,
+        "modulus": 9, "layout": "late",
         "train_examples": 1600, "val_examples": 50, "test_examples": 300, "seed": 5}.items()},
-    "tokenizer.vocab_size": 256,
+    "tokenizer.vocab_size": 300,
     "tokenizer.seed": 1,
     "teacher.steps": 100,
     "teacher.model.hidden_size": 96,
@@ -78,8 +80,9 @@ INERT = {
     "profile_steps": _with(profile_steps=7),
     "beta (forward KL)": _with(beta=0.1),
     "window (lsp 1.0)": _with(window="middle"),
+    "keep_answer (lsp 1.0)": _with(keep_answer=True),
     "teacher_cache_topk (exact cache)": _with(teacher_cache_topk=8),
-    "teacher_cache_mode (auto = exact at V 194)": _with(teacher_cache_mode="exact"),
+    "teacher_cache_mode (auto = exact at V 226)": _with(teacher_cache_mode="exact"),
     "teacher_cache_mode (live teacher)": _with(teacher_cache=False, teacher_cache_mode="topk"),
     "teacher_cache_topk (live teacher)": _with(teacher_cache=False, teacher_cache_mode="topk", teacher_cache_topk=8),
     "teacher.eval_examples": _with(**{"teacher.eval_examples": 50}),

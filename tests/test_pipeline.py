@@ -31,7 +31,7 @@ def run_cfg(**kw):
 
 def ns(**kw):
     """A plain namespace with just the fields prepare() reads."""
-    base = dict(lsp=1.0, window="left", cut_after_think=False, condition="P+CoT+A",
+    base = dict(lsp=1.0, window="left", cut_after_think=False, keep_answer=False, condition="P+CoT+A",
                 random_mask=0.0, seed=0)
     base.update(kw)
     return SimpleNamespace(**base)

@@ -15,6 +15,7 @@ from study.sections import (
     WINDOWS,
     Section,
     SectionError,
+    kept_positions,
     locate_sections,
     random_mask,
     render,
@@ -237,6 +238,63 @@ def test_truncate_empty_and_mismatched() -> None:
         truncate([], [])
     with pytest.raises(ValueError):
         truncate([1, 2], [P])
+
+
+# --- keep_answer: a lead span that keeps its ending ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "lsp, expected",
+    [
+        # 10 tokens, ending </think> a a a (4 tokens). lsp 0.5 keeps 5: 1 lead token + the ending.
+        (0.5, [1, E, 6, 7, 8]),
+        # int(7.0) = 7: 3 lead tokens + the ending.
+        (0.7, [1, 2, 3, E, 6, 7, 8]),
+        # int(9.9) = 9: the lead span stops one token before </think>.
+        (0.99, [1, 2, 3, T, 4, E, 6, 7, 8]),
+        # int(3.5) = 3: the ending itself is cut to the budget (</think> first).
+        (0.35, [E, 6, 7]),
+        (0.05, [E]),
+        (1.0, TEN_IDS),
+    ],
+)
+def test_keep_answer_literal_ten_tokens(lsp: float, expected: list) -> None:
+    kept_ids, kept_sections = truncate(TEN_IDS, TEN_SECTIONS, lsp, keep_answer=True)
+    assert kept_ids == expected
+    assert kept_sections == [SECTION_OF[i] for i in expected]
+    assert kept_positions(TEN_SECTIONS, lsp, keep_answer=True) == [TEN_IDS.index(i) for i in expected]
+
+
+@settings(max_examples=200)
+@given(distinct_sequences(), lsps)
+def test_keep_answer_same_budget_lead_span_then_ending(ids: list[int], lsp: float) -> None:
+    sections = locate_sections(ids, T, E)
+    kept_ids, kept_sections = truncate(ids, sections, lsp, keep_answer=True)
+    plain, _ = truncate(ids, sections, lsp)
+    assert len(kept_ids) == len(plain) == max(1, int(len(ids) * lsp))  # the same budget
+    ending = ids[ids.index(E):]
+    if len(kept_ids) >= len(ending):  # a lead span, then the whole ending
+        lead = len(kept_ids) - len(ending)
+        assert kept_ids == ids[:lead] + ending
+        assert lead <= ids.index(E)  # the lead span never reaches </think> twice
+    else:
+        assert kept_ids == ending[: len(kept_ids)]
+    assert kept_sections == [sections[ids.index(i)] for i in kept_ids]
+
+
+def test_keep_answer_needs_a_left_window_without_the_cut() -> None:
+    for kwargs in ({"window": "right"}, {"window": "middle"}, {"cut_after_think": True}):
+        with pytest.raises(ValueError, match="keep_answer keeps the ending of a lead span"):
+            truncate(EXAMPLE_IDS, EXAMPLE_SECTIONS, 0.5, keep_answer=True, **kwargs)
+
+
+@settings(max_examples=100)
+@given(distinct_sequences(), lsps, st.sampled_from(WINDOWS), st.booleans())
+def test_kept_positions_index_what_truncate_keeps(ids: list[int], lsp: float, window: str, cut: bool) -> None:
+    sections = locate_sections(ids, T, E)
+    kept = kept_positions(sections, lsp, window, cut)
+    assert kept == sorted(set(kept))
+    assert truncate(ids, sections, lsp, window, cut) == ([ids[i] for i in kept], [sections[i] for i in kept])
 
 
 # --- masks -------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_significance_flags_the_papers_comparisons(df):
     assert set(table["test"]) == {PAIRED_T}  # every fixture variant has seeds 42, 43, 44
     assert table[tables.DIFF_METHOD].str.startswith("paired two-stage bootstrap over seeds x 200 problems").all()
     assert (table["p (Holm)"] >= table["p"]).all() and (table[["n a", "n b"]] == 3).all().all()
-    assert len(table) == 14  # 1 + 8 supervision, left/right, lsp, random mask, budget, late
+    assert len(table) == 16  # 1 + 8 supervision, left/right, lsp, 2 lead span + ending, random mask, budget, late
     assert "paired t-test" in table.attrs["note"] and "Welch" in table.attrs["note"]
 
 
@@ -193,7 +193,34 @@ def test_missing_variant_is_skipped(df):
     assert "CoT" not in set(sup[tables.SETTING]) and len(sup) == 7
     assert "middle 50%" not in set(tables.halves_controls_table(df[keep])[tables.SETTING])
     sig = tables.significance_table(df[keep])
-    assert not sig["comparison"].str.startswith("CoT vs").any() and len(sig) == 14 - 3
+    assert not sig["comparison"].str.startswith("CoT vs").any() and len(sig) == 16 - 3
+
+
+def test_ending_table_per_regime_beside_the_plain_lead_span(df):
+    table = tables.ending_table(df)
+    assert list(table[tables.SETTING]) == [
+        "full sequence (lsp 1.0)", *[f"lead span{e}, lsp {x}" for x in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6",
+                                                                          "0.7", "0.8", "0.9") for e in ("", " + ending")
+                                     if e == "" or x in ("0.3", "0.5", "0.7")]]
+    assert set(table["regime"]) == {"reference"}
+    plain, ending = row(table, "lead span, lsp 0.5"), row(table, "lead span + ending, lsp 0.5")
+    assert ending[tables.ACC] == pytest.approx(0.88) and ending[tables.RETENTION] == pytest.approx(0.88 / 0.9)
+    assert ending[tables.CLOSED] == 1.0 and plain[tables.CLOSED] == pytest.approx(0.4)  # the fixture's rates
+    assert ending[tables.GENERATED] == 48.0 and plain[tables.AT_LIMIT] == pytest.approx(0.6)
+    assert ending["tokens forwarded ratio"] == pytest.approx(plain["tokens forwarded ratio"])  # the same budget
+    # A contrast regime (another base student and learning rate) gets rows of its own,
+    # retention against its own lsp 1.0.
+    contrast = df[df["config.lsp"].isin([0.5, 1.0]) & df["config.condition"].eq("P+CoT+A")
+                  & df["config.window"].eq("left") & df["config.corpus.layout"].eq("early")
+                  & df["config.random_mask"].eq(0.0) & df["config.corpus.train_examples"].eq(3200)].copy()
+    contrast = contrast.assign(**{"config.lr": 1e-3, "quality.study_synthetic.accuracy":
+                                  contrast["quality.study_synthetic.accuracy"] / 2})
+    both = tables.ending_table(pd.concat([df, contrast], ignore_index=True))
+    assert list(both["regime"].unique()) == ["reference", "lr=0.001"]
+    mine = both[both["regime"] == "lr=0.001"].set_index(tables.SETTING)
+    assert list(mine.index) == ["full sequence (lsp 1.0)", "lead span, lsp 0.5", "lead span + ending, lsp 0.5"]
+    assert mine.loc["lead span + ending, lsp 0.5", tables.RETENTION] == pytest.approx(0.88 / 0.9)
+    assert tables.ending_table(df[~df["config.keep_answer"]]).empty  # shown only with the extension
 
 
 def test_extra_unrelated_variants_do_not_leak(df):
@@ -230,7 +257,7 @@ def test_empty_records_give_empty_tables(tmp_path):
 
 def test_write_all_writes_three_formats_and_csv_round_trips(fixture_records_dir, df, tmp_path):
     paths = tables.write_all(fixture_records_dir, tmp_path)
-    names = ("supervision", "truncation", "halves_controls", "significance", "significance_first_boxed")
+    names = ("supervision", "truncation", "halves_controls", "ending", "significance", "significance_first_boxed")
     assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in names for e in ("md", "tex", "csv"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
     for name in names:
@@ -259,7 +286,7 @@ def test_markdown_formats_numbers_and_escapes_tags(df):
     assert "cut after \\</think\\>" in md and "</think>" not in md
     full = row(table, "full sequence (lsp 1.0)")
     interval = f"[{full[tables.ACC + tables.LOW]:.3f}, {full[tables.ACC + tables.HIGH]:.3f}]"
-    assert interval == "[0.850, 0.945]" and interval in md  # the bootstrap's, byte-stable
+    assert interval == "[0.850, 0.940]" and interval in md  # the bootstrap's, byte-stable
     assert "Note: n" in md and md.startswith("**c**")
     assert "0.900" in md and "1,256,223" in md and "1.29e+12" in md
 

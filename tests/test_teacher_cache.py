@@ -89,6 +89,18 @@ def test_windows_use_their_own_teacher_pass(world, window):
         full.attach(items)
 
 
+def test_a_lead_span_that_keeps_its_ending_has_its_own_teacher_pass(world):
+    cfg = tiny_config(world[4], lsp=0.5, keep_answer=True)
+    cache, _ = _cache(world, cfg)
+    full, _ = _cache(world, tiny_config(world[4]))
+    assert cache.path != full.path
+    _check_same(world, cfg, cache)
+    items, _ = prepare(world[1], cfg)
+    with pytest.raises(ValueError, match="not a prefix"):  # the ending follows the cut, not the CoT
+        full.attach(items)
+    assert teacher_cache.view_of(tiny_config(world[4], keep_answer=True)) is None  # lsp 1.0: the sequence
+
+
 def test_key_changes_with_what_determines_the_outputs(world):
     cache_dir = world[4]
     base = tiny_config(cache_dir)

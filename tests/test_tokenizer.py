@@ -10,7 +10,7 @@ import study.models
 from study.config import TokenizerConfig, config_hash
 from study.data.synthetic import CorpusConfig, make_splits
 from study.data.tokenizer import render_prompt, render_sequence, think_ids
-from study.models import get_tokenizer
+from study.models import get_tokenizer, tokenizer_key
 
 EXPR = "((3+4)*2)-5"
 
@@ -83,8 +83,9 @@ def test_eos_and_pad(tokenizer):
 
 
 def test_vocab_size(tokenizer):
-    # 192 trained entries (specials included) + the two added think tags.
-    assert len(tokenizer) == 194
+    # 224 trained entries (specials included; vocab_size 256 is an upper bound: the BPE stops
+    # when every word of its texts is one token) + the two added think tags.
+    assert len(tokenizer) == 226
 
 
 def test_expression_is_one_token_per_character(tokenizer):
@@ -211,7 +212,7 @@ def test_think_ids_rejects_missing_end_tag_only():
 
 def test_get_tokenizer_cache_is_reused(tok_and_key, cache, monkeypatch):
     tok, key = tok_and_key
-    assert key == f"tokenizer-{config_hash(TokenizerConfig())}"
+    assert key == tokenizer_key(TokenizerConfig())
     folder = cache / key
     mtime = folder.stat().st_mtime_ns
     contents = sorted(p.name for p in folder.iterdir())
@@ -230,11 +231,13 @@ def test_get_tokenizer_cache_is_reused(tok_and_key, cache, monkeypatch):
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]
 
 
-def test_get_tokenizer_key_depends_on_config():
-    a = f"tokenizer-{config_hash(TokenizerConfig())}"
-    b = f"tokenizer-{config_hash(TokenizerConfig(vocab_size=200))}"
-    c = f"tokenizer-{config_hash(TokenizerConfig(seed=1))}"
-    assert len({a, b, c}) == 3
+def test_get_tokenizer_key_depends_on_config_and_texts(monkeypatch):
+    a = tokenizer_key(TokenizerConfig())
+    b = tokenizer_key(TokenizerConfig(vocab_size=200))
+    c = tokenizer_key(TokenizerConfig(seed=1))
+    monkeypatch.setattr(study.models, "TOKENIZER_TEXTS", study.models.TOKENIZER_TEXTS + 1)
+    d = tokenizer_key(TokenizerConfig())  # trained on other texts: never the cached one
+    assert len({a, b, c, d}) == 4
 
 
 def test_failed_build_leaves_no_folder(tmp_path, monkeypatch):

@@ -60,7 +60,7 @@ def _views(encoded: list[Encoded], cfg):
     sequence's mask depends on the sequences before it."""
     rng = random.Random(f"random-mask-{cfg.seed}")  # derived from the run seed only
     for enc in encoded:
-        ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think)
+        ids, secs = truncate(enc.ids, enc.sections, cfg.lsp, cfg.window, cfg.cut_after_think, cfg.keep_answer)
         mask = target_mask(secs, cfg.condition)
         if cfg.random_mask:
             mask = random_mask(mask, cfg.random_mask, rng)

@@ -2,15 +2,17 @@
 
 Each example is a fully parenthesised chain of modular operations, e.g. ``((3+4)*2)-5 mod 10``.
 Its trace has the shape the paper describes for real long-CoT traces (PAPER.md, "Where the
-answer appears"): the CoT restates the problem, derives the answer step by step, states it in
-``\\boxed{}``, then runs verification passes ("Wait, let me double-check.") that recompute and
-restate it; the answer section A is a one-line summary with the final ``\\boxed{}``. With the
-default knobs the first ``\\boxed{}`` ends near 40% of the completion, as the paper reports the
-first correct answer sits near the middle of real CoTs (see ``corpus_stats``).
+answer appears"): the CoT restates the problem, explores (a variable number of planning or
+abandoned steps: "Maybe 2-5 first? No, the brackets come first."), derives the answer step by
+step, states it in ``\\boxed{}``, then runs a variable number of verification passes ("Wait,
+let me double-check.") that recompute and restate it; the answer section A is a one-line
+summary with the final ``\\boxed{}``. The two variable counts spread the first answer over
+most of the CoT with its mean near the middle, as the paper reports for real traces
+(``study corpus-stats`` prints the distribution; ``figures/first_answer_position``).
 
-The ``late`` layout puts the same amount of reflection *before* the derivation (planning
-passes that name the operations without computing them), so the answer appears only at the
-end of the CoT: a corpus on which truncation should stop working.
+The ``late`` layout puts the reflection passes *before* the derivation (planning passes that
+name the operations without computing them), so the answer appears only at the end of the
+CoT: a corpus on which truncation should stop working.
 
 Splits hold disjoint problems: problems are drawn without replacement from one seeded stream
 and dealt out test first, then validation, then train, so growing the training set never
@@ -30,19 +32,26 @@ OPS = ("+", "-", "*")
 LAYOUTS = ("early", "late")
 VERIFY_CUES = ("Wait, let me double-check.", "Let me verify.", "Check again.")
 PLAN_CUES = ("Hmm, let me plan.", "Let me think.", "First, the order.")
+EXPLORE_KINDS = ("plan", "wrong_start", "restart")  # wrong_start and restart need two operations
 OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Knobs of the synthetic corpus. Defaults give ~140-token completions (measured by
-    ``corpus_stats``) with the first answer near 40% of the completion."""
+    """Knobs of the synthetic corpus. The defaults spread the first answer over most of the
+    CoT with its mean near the middle (results/LOG.md has the distribution, measured by
+    ``study corpus-stats``)."""
 
     min_ops: int = 2  # difficulty: operations per problem, inclusive range
     max_ops: int = 3
-    min_verify: int = 2  # reflection passes after (early) or before (late) the derivation
-    max_verify: int = 2
+    min_verify: int = 1  # reflection passes after (early) or before (late) the derivation
+    max_verify: int = 3
+    # Exploration before the derivation (both layouts): planning or abandoned steps that do
+    # not state the answer. With max_explore 0 no count is drawn, so a corpus without
+    # exploration is the same corpus as before the knob existed.
+    min_explore: int = 0
+    max_explore: int = 3
     layout: str = "early"  # "early": answer near the middle of the CoT; "late": at its end
     modulus: int = 10  # single-digit arithmetic: one token per number
     train_examples: int = 3200
@@ -62,6 +71,9 @@ class CorpusConfig:
             raise ValueError(
                 f"min_verify and max_verify need 0 <= min_verify <= max_verify, got {self.min_verify}, {self.max_verify}"
             )
+        if not 0 <= self.min_explore <= self.max_explore:
+            raise ValueError(f"min_explore and max_explore need 0 <= min_explore <= max_explore, "
+                             f"got {self.min_explore}, {self.max_explore}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
         if not 2 <= self.modulus <= 10:
@@ -137,17 +149,31 @@ def _plan(p: Problem) -> str:
     return f"First {first}. {rest}".strip()
 
 
-def make_example(p: Problem, passes: int, layout: str, rng: random.Random) -> Example:
+def _explore(p: Problem, rng: random.Random) -> str:
+    """One exploratory step that does not reach the answer: a plan naming the operations, a
+    wrong start (a later operation first, rejected) or a correct first step then a restart."""
+    kinds = EXPLORE_KINDS if len(p.ops) >= 2 else EXPLORE_KINDS[:1]
+    kind = rng.choice(kinds)
+    if kind == "plan":
+        return f"{rng.choice(PLAN_CUES)} {_plan(p)}"
+    if kind == "wrong_start":
+        return f"Maybe {p.operands[1]}{p.ops[1]}{p.operands[2]} first? No, the brackets come first."
+    a, op, b, r = p.steps()[0]
+    return f"Try {a}{op}{b}={r}. Hmm, let me start over."
+
+
+def make_example(p: Problem, passes: int, layout: str, rng: random.Random, explore: int = 0) -> Example:
     """Render one problem as an LRM-style trace (see the module docstring)."""
     question = f"Compute {p.expression} mod {p.modulus}."
     restate = f"We need {p.expression} mod {p.modulus}."
     derive, ans = _derivation(p), str(p.answer)
+    explored = [_explore(p, rng) for _ in range(explore)]
     if layout == "early":
-        parts = [restate, derive, f"So \\boxed{{{ans}}}."]
+        parts = [restate, *explored, derive, f"So \\boxed{{{ans}}}."]
         for _ in range(passes):
             parts += [rng.choice(VERIFY_CUES), derive, f"Yes, \\boxed{{{ans}}}."]
     else:
-        parts = [restate]
+        parts = [restate, *explored]
         for _ in range(passes):
             parts += [rng.choice(PLAN_CUES), _plan(p)]
         parts += [derive, f"So \\boxed{{{ans}}}."]
@@ -158,6 +184,49 @@ def make_example(p: Problem, passes: int, layout: str, rng: random.Random) -> Ex
         answer_text=f"The answer is \\boxed{{{ans}}}.",
         answer=ans,
     )
+
+
+# --- traces of another kind: the base student's general prior --------------------------------
+# A Qwen3-*-Base model has seen complete reasoning traces of many kinds before it is distilled,
+# so it already ends a trace. These are complete multi-step traces of another task (the largest
+# of a list of digits: a running comparison, not modular arithmetic) in the same shape as the
+# corpus: restatement, exploration, a step-by-step derivation, the boxed answer, a variable
+# number of verification passes, then </think>, the answer section and the end token.
+
+
+def _largest_steps(values: tuple[int, ...]) -> str:
+    out, best = [], values[0]
+    for v in values[1:]:
+        out.append(f"{best}{'<' if best < v else '>' if best > v else '='}{v}, keep {max(best, v)}.")
+        best = max(best, v)
+    return " ".join(out)
+
+
+def make_largest_example(values: tuple[int, ...], passes: int, explore: int, rng: random.Random) -> Example:
+    listed, ans = " ".join(map(str, values)), str(max(values))
+    steps = _largest_steps(values)
+    parts = [f"We need the largest of {listed}."]
+    for _ in range(explore):
+        parts.append(rng.choice((f"Maybe {values[-1]}? No, compare them all.",
+                                 f"{rng.choice(PLAN_CUES)} Compare them in order.")))
+    parts += [steps, f"So \\boxed{{{ans}}}."]
+    for _ in range(passes):
+        parts += [rng.choice(VERIFY_CUES), steps, f"Yes, \\boxed{{{ans}}}."]
+    return Example(id=f"largest|{listed}", question=f"Find the largest of {listed}.", cot=" ".join(parts),
+                   answer_text=f"The answer is \\boxed{{{ans}}}.", answer=ans)
+
+
+def other_task_examples(cfg: CorpusConfig, n: int, seed: int) -> list[Example]:
+    """``n`` traces of the largest-of-a-list task (3 to 6 digits below ``cfg.modulus``) with the
+    corpus's verification and exploration counts, seeded by ``seed``."""
+    rng = random.Random(f"largest-{seed}")
+    out = []
+    for _ in range(n):
+        values = tuple(rng.randrange(cfg.modulus) for _ in range(rng.randint(3, 6)))
+        passes = rng.randint(cfg.min_verify, cfg.max_verify)
+        explore = rng.randint(cfg.min_explore, cfg.max_explore)
+        out.append(make_largest_example(values, passes, explore, rng))
+    return out
 
 
 def _draw_problem(cfg: CorpusConfig, rng: random.Random) -> Problem:
@@ -183,7 +252,8 @@ def make_splits(cfg: CorpusConfig) -> dict[str, list[Example]]:
                 continue
             seen.add(p)
             passes = rng.randint(cfg.min_verify, cfg.max_verify)
-            examples.append(make_example(p, passes, cfg.layout, rng))
+            explore = rng.randint(cfg.min_explore, cfg.max_explore) if cfg.max_explore else 0
+            examples.append(make_example(p, passes, cfg.layout, rng, explore))
         splits[name] = examples
     return splits
 
