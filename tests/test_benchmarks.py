@@ -221,3 +221,50 @@ def test_greedy_repeats_are_one_generation_and_the_record_shows_it(tokenizer, tm
     prepared = prepare_benchmarks(["aime25"], str(FIXTURES), tokenizer, tmp_path, 1024, 6)
     q = run_benchmarks(model, tokenizer, prepared, 3, 0.0, 1.0, 6, batch_size=8, seed=0)["aime25"]
     assert q["do_sample"] is False and q["distinct_samples"] == pytest.approx(1 / 3)
+
+
+# --- in a run --------------------------------------------------------------------------------------
+
+
+def test_a_run_with_benchmarks_records_them_and_keeps_the_synthetic_headline(tiny_cache, tmp_path):
+    from tiny import tiny_config
+
+    from study.identity import run_id
+    from study.run import run
+
+    # A scratch student takes only the base's architecture: a longer context without a new base.
+    cfg = tiny_config(tiny_cache, init="scratch", base={"model": {**vars(STUDENT), "max_position_embeddings": 512}},
+                      benchmarks=["aime24", "gpqa_diamond"], benchmark_dir=str(FIXTURES), samples=2,
+                      save_student=False)
+    rec = run(cfg, tmp_path, progress=False)
+    assert set(rec["quality"]) == {"study_synthetic"}  # the headline stays the synthetic split's
+    assert list(rec["benchmarks"]) == ["aime24", "gpqa_diamond"]
+    for name, q in rec["benchmarks"].items():
+        assert q["task"] == name and q["samples"] == 2 and q["n_problems"] == len(load_rows(name, str(FIXTURES))[0])
+        assert q["dataset"]["sha256"] == benchmarks.file_sha256(FIXTURES / f"{name}.jsonl")
+        assert {"pass@1", "stderr", "yaml_sha256", "temperature", "top_p", "max_gen_toks", "mean_generated_tokens",
+                "closed_think", "hit_token_limit", "distinct_samples"} <= set(q)
+    assert rec["compute"]["benchmark_seconds"] > 0
+    raw = json.loads((tmp_path / f"{rec['run_id']}.benchmarks.lm_eval.json").read_text())
+    assert all(len(d["generations"]) == 2 for d in raw["samples"]["aime24"])
+    # the id follows the benchmark files' content, not the folder that holds them
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for name in cfg.benchmarks:
+        (moved / f"{name}.jsonl").write_bytes((FIXTURES / f"{name}.jsonl").read_bytes())
+    weights = {"teacher": rec["teacher"]["weights_sha256"], "base": None}
+    same = config_from_dict({**rec["config"], "benchmark_dir": str(moved)})
+    assert run_id(same, weights) == rec["run_id"]
+    (moved / "aime24.jsonl").write_text((FIXTURES / "aime24.jsonl").read_text().replace('"24"', '"25"'))
+    assert run_id(same, weights) != rec["run_id"]
+
+
+def test_a_missing_benchmark_file_fails_before_any_model(tmp_path):
+    from tiny import tiny_config
+
+    from study.run import run
+
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="lacks .*aime25.jsonl"):
+        run(tiny_config(cache, benchmarks=["aime25"], benchmark_dir=str(tmp_path)), tmp_path / "out", progress=False)
+    assert not cache.exists()
