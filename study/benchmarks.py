@@ -112,7 +112,7 @@ def check_backend(backend: str) -> None:
     import importlib.util
 
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise RuntimeError("eval_backend=vllm but the vllm package is not installed: install vllm (GPU only) "
+        raise ValueError("eval_backend=vllm but the vllm package is not installed: install vllm (GPU only) "
                            "or set eval_backend=hf")
 
 

@@ -187,7 +187,7 @@ def test_missing_benchmark_file_and_missing_vllm_are_clear_errors(tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(RuntimeError, match="eval_backend=vllm but the vllm package is not installed"):
+        with pytest.raises(ValueError, match="eval_backend=vllm but the vllm package is not installed"):
             benchmarks.check_backend("vllm")
     benchmarks.check_backend("hf")
 
