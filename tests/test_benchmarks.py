@@ -268,3 +268,14 @@ def test_a_missing_benchmark_file_fails_before_any_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="lacks .*aime25.jsonl"):
         run(tiny_config(cache, benchmarks=["aime25"], benchmark_dir=str(tmp_path)), tmp_path / "out", progress=False)
     assert not cache.exists()
+
+
+def test_analysis_sees_records_without_or_with_empty_benchmarks_as_the_reference():
+    from study.analysis import flat_config, variant_of
+    from study.config import RunConfig
+
+    ref = flat_config(RunConfig())
+    row = {f"config.{k}": v for k, v in ref.items()}
+    older = {**row, "config.benchmarks": math.nan, "config.samples": math.nan}  # written before the keys
+    assert variant_of({**row, "config.benchmarks": []}, ref) == {} and variant_of(older, ref) == {}
+    assert variant_of({**row, "config.benchmarks": ["aime24"]}, ref) == {"benchmarks": ["aime24"]}
