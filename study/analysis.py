@@ -76,6 +76,8 @@ def flat_config(cfg: RunConfig | Mapping) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):  # JSON lists, config tuples
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and tuple(a) == tuple(b)
     if isinstance(a, float) or isinstance(b, float):
         try:
             return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
@@ -91,6 +93,10 @@ def variant_of(row: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str
         if key in REPLICATE_KEYS or key.split(".")[0] in NON_SEMANTIC:
             continue
         value = row.get(f"config.{key}", ref)
+        # A record written before a key existed lacks it (NaN beside newer records; a config
+        # value is never NaN): it ran as the key's default, which keeps the earlier behaviour.
+        if isinstance(value, float) and math.isnan(value):
+            value = ref
         if not _same(value, ref):
             out[key] = value.item() if hasattr(value, "item") else value
     return out

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .benchmarks import BACKENDS, BENCHMARKS
 from .data.synthetic import CorpusConfig
 from .losses import LOSSES
 from .sections import CONDITIONS, WINDOWS
@@ -37,7 +38,8 @@ from .sections import CONDITIONS, WINDOWS
 
 MAX_SEED = 2**32 - 1  # numpy's limit; lm-eval seeds numpy with the run seed
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple: "a list of names"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,9 +56,13 @@ def _type_name(expected) -> str:
 def check_types(obj) -> None:
     """Check every field of dataclass ``obj`` against its annotation, canonically: an int given
     for a float field becomes that float (so ``RunConfig(lsp=1) == RunConfig(lsp=1.0)`` and
-    both hash alike); a bool is never an int or a float; a float must be finite."""
+    both hash alike); a list given for a tuple field becomes that tuple (YAML has lists, and a
+    frozen config holds no mutable value); a bool is never an int or a float; a float must be finite."""
     for f in dataclasses.fields(obj):
         expected, value = _hints(type(obj))[f.name], getattr(obj, f.name)
+        if expected is tuple and isinstance(value, list):
+            value = tuple(value)
+            object.__setattr__(obj, f.name, value)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
             object.__setattr__(obj, f.name, value)  # frozen dataclass
@@ -272,8 +278,16 @@ class RunConfig:
     teacher_cache_topk: int = 64  # k of the top-k mode (plus one bucket for the tail mass)
     # --- evaluation --------------------------------------------------------------------------
     eval_examples: int = 200  # test problems scored through lm-eval (<= corpus.test_examples)
-    max_gen_toks: int = 256
+    max_gen_toks: int = 256  # new tokens per generation (paper 32,768 on its benchmarks)
     eval_batch_size: int = 50
+    # The paper's benchmarks (study/benchmarks.py), scored after the synthetic test split; empty:
+    # the synthetic split only, and the settings below are unused.
+    benchmarks: tuple = ()  # names: aime24, aime25 (the paper's), math500, gpqa_diamond
+    benchmark_dir: str = ""  # folder with one <name>.jsonl per benchmark in the hub schema; "" = the hub
+    samples: int = 64  # samples per problem (paper 64); pass@1 is averaged over them
+    eval_temperature: float = 0.6  # paper (lighteval); `temperature` above is the KD loss's
+    eval_top_p: float = 0.95  # paper
+    eval_backend: str = "hf"  # hf (in-memory model) | vllm (the paper's; needs the vllm package)
     # --- measurement -------------------------------------------------------------------------
     attn_implementation: str = "eager"  # eager: the profiler sees the attention matmuls
     profile_steps: int = 3  # optimiser steps measured under torch.profiler for FLOPs
@@ -326,6 +340,7 @@ class RunConfig:
             raise ValueError(f"eval_examples {self.eval_examples} exceeds corpus.test_examples "
                              f"{self.corpus.test_examples}; lower eval_examples or raise corpus.test_examples")
         _context_fits(self, "max_gen_toks", self.base.model, "base.model")  # the student's architecture
+        self._check_benchmarks()
         _one_of(self, "attn_implementation", ("eager", "sdpa", "flash_attention_2"))
         # --- infrastructure
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
@@ -333,6 +348,24 @@ class RunConfig:
         _at_least(self, "threads", 0)  # 0: torch's default
         if not self.cache_dir:
             raise ValueError("cache_dir must be a folder name, got an empty string")
+
+    def _check_benchmarks(self):
+        valid = ", ".join(BENCHMARKS)
+        for name in self.benchmarks:
+            if name not in BENCHMARKS:
+                raise ValueError(f"benchmarks: unknown benchmark {name!r}; valid: {valid}")
+        if len(set(self.benchmarks)) < len(self.benchmarks):
+            raise ValueError(f"benchmarks lists a benchmark twice: {list(self.benchmarks)}")
+        if self.benchmark_dir and not self.benchmarks:
+            raise ValueError(f"benchmark_dir {self.benchmark_dir!r} is set but benchmarks is empty; "
+                             f"name the benchmarks to score (from {valid})")
+        _at_least(self, "samples", 1)
+        _at_least(self, "eval_temperature", 0.0)
+        _interval(self, "eval_top_p", 0, 1, "(]")
+        _one_of(self, "eval_backend", BACKENDS)
+        if self.benchmarks and self.samples > 1 and self.eval_temperature == 0:
+            raise ValueError(f"samples {self.samples} with eval_temperature 0: greedy decoding gives one "
+                             "generation n times; sample (eval_temperature > 0) or set samples=1")
 
 
 # Fields that never change a run's results (where it runs, what is stored, which steps the

@@ -8,21 +8,29 @@ paper's answer rule (``study/scoring.py``: lighteval's extraction, the last clos
 generations ended. The raw lm-eval output, with every generation and its score by each rule,
 is kept beside the record.
 
-Paper scale uses the same function with lm-eval's own tasks (aime24, minerva_math500, ...).
+The paper's benchmarks (``run_benchmarks``: aime24, aime25, math500, gpqa_diamond) are our own
+task YAMLs in ``study/tasks`` on prepared JSONL files (``study/benchmarks.py``), not lm-eval's
+built-in tasks, which decode greedily and score one response (../shared/SCALE.md): each problem
+is one request repeated ``samples`` times with ``do_sample: true``, all n samples reach the
+scorer through a ``take_first_k`` filter, and pass@1 is the mean over problems of the share of a
+problem's samples that are correct, with its stderr over problems.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import json
 import math
+import statistics
 from pathlib import Path
 
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
-from . import scoring
+from . import benchmarks, scoring
 from .data.synthetic import first_boxed, last_boxed
 from .data.tokenizer import END_THINK, render_prompt
 from .records import atomic_write_text
@@ -103,3 +111,121 @@ def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch
         ]
         atomic_write_text(raw_path, json.dumps(raw, indent=1, default=str))
     return quality
+
+
+# --- the paper's benchmarks -------------------------------------------------------------------
+
+
+def prepare_benchmarks(names, benchmark_dir: str, tokenizer, data_dir: Path, max_length: int,
+                       max_gen_toks: int) -> dict[str, tuple[Path, dict]]:
+    """Prepared task files of ``names`` (before any training: a missing file, a row in the wrong
+    schema or a prompt that leaves no room for ``max_gen_toks`` fails here). lm-eval would cut
+    such a prompt from the left without a word, so it is an error instead."""
+    benchmarks.check_files(names, benchmark_dir)
+    prepared = {}
+    for name in names:
+        path, source = benchmarks.prepare(name, benchmark_dir, tokenizer, data_dir)
+        for line in path.read_text().splitlines():
+            doc = json.loads(line)
+            n_prompt = len(tokenizer.encode(doc["prompt"], add_special_tokens=False))
+            if n_prompt + max_gen_toks > max_length:
+                raise ValueError(f"{name} problem {doc['id']}: its prompt ({n_prompt} tokens) and max_gen_toks "
+                                 f"{max_gen_toks} exceed the student's context of {max_length} tokens; lower "
+                                 "max_gen_toks or use a student with a longer context")
+        prepared[name] = (path, source)
+    return prepared
+
+
+def benchmark_task(name: str, data_file: Path, samples: int, temperature: float, top_p: float,
+                   max_gen_toks: int) -> dict:
+    """The shipped task YAML of ``name`` with this run's data file and sampling settings. The
+    YAML is read by lm-eval's own loader (lm-eval 0.4.13), so its ``!function`` resolves as lm-eval
+    resolves it; a mapping with a ``task`` key is built by lm-eval as it stands."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    spec = load_yaml(benchmarks.BENCHMARKS[name].yaml_path, resolve_func=True)
+    spec["dataset_kwargs"] = {"data_files": {"test": str(Path(data_file).resolve())}}
+    spec["repeats"] = samples
+    spec["filter_list"] = [{"name": "samples", "filter": [{"function": "take_first_k", "k": samples}]}]
+    # The whole dict: ``update`` semantics would keep a YAML key the run did not mean.
+    spec["generation_kwargs"] = {"until": [], "do_sample": temperature > 0, "temperature": temperature,
+                                 "top_p": top_p, "max_gen_toks": max_gen_toks}
+    return spec
+
+
+def _benchmark_lm(model, tokenizer, backend: str, batch_size: int, seed: int, model_path):
+    if backend == "hf":
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                    max_length=model.config.max_position_embeddings)
+    benchmarks.check_backend(backend)
+    from lm_eval.models.vllm_causallms import VLLM  # registers lazily; needs a saved model folder
+
+    return VLLM(pretrained=str(model_path), tokenizer=str(model_path), seed=seed, dtype="auto",
+                max_model_len=model.config.max_position_embeddings, batch_size="auto")
+
+
+def run_benchmarks(model, tokenizer, prepared: dict[str, tuple[Path, dict]], samples: int, temperature: float,
+                   top_p: float, max_gen_toks: int, batch_size: int, backend: str = "hf", seed: int = 0,
+                   raw_path: Path | None = None, model_path: Path | None = None) -> dict[str, dict]:
+    """Sample ``samples`` generations per problem of every prepared benchmark and score each by
+    the paper's rule (GPQA: the boxed choice letter). Returns, per benchmark, pass@1 (the mean
+    over problems of each problem's share of correct samples) with its stderr over problems,
+    the diagnostics (generation length, share closing ``</think>``, share at the limit, share of
+    distinct samples) and what defines the evaluation (task, YAML hash, dataset and revision,
+    sampling settings, scorer). The raw output, every sample with its score, goes to ``raw_path``."""
+    model.eval()
+    lm = _benchmark_lm(model, tokenizer, backend, batch_size, seed, model_path)
+    specs = [benchmark_task(name, path, samples, temperature, top_p, max_gen_toks)
+             for name, (path, _) in prepared.items()]
+    out = simple_evaluate(
+        model=lm, tasks=specs, task_manager=TaskManager(include_defaults=False), log_samples=True,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    qualities, raw = {}, {"results": out["results"], "versions": out.get("versions"), "samples": {}}
+    for name, (_, source) in prepared.items():
+        logged = out["samples"][name]
+        gens = [list(s["resps"][0]) for s in logged]  # one request per problem, its n samples
+        docs = [s["doc"] for s in logged]
+        scores = [[scoring.score(g, doc["answer"], doc["kind"]) for g in gs] for doc, gs in zip(docs, gens)]
+        per_problem = [sum(sc) / len(sc) for sc in scores]
+        flat = [g for gs in gens for g in gs]
+        lengths = [len(tokenizer.encode(g, add_special_tokens=False)) for g in flat]
+        n_problems, res, b = len(per_problem), out["results"][name], benchmarks.BENCHMARKS[name]
+        qualities[name] = {
+            "task": name,
+            "pass@1": sum(per_problem) / n_problems,
+            # the standard deviation of the per-problem means over problems / sqrt(problems)
+            "stderr": statistics.stdev(per_problem) / math.sqrt(n_problems) if n_problems > 1 else math.nan,
+            "n_problems": n_problems,
+            "samples": samples,
+            "temperature": temperature,
+            "top_p": top_p,
+            "do_sample": temperature > 0,
+            "max_gen_toks": max_gen_toks,
+            "backend": backend,
+            "seed": seed,
+            "scorer": ("boxed choice letter (study.scoring.correct_choice)" if b.schema == "choice"
+                       else scoring.scorer_name()),
+            "prompt": "lighteval 0.10.0 math prompt" if b.schema == "math" else "lighteval GPQA layout, boxed letter",
+            "yaml": f"study/tasks/{b.yaml_path.name}",
+            "yaml_sha256": hashlib.sha256(b.yaml_path.read_bytes()).hexdigest(),
+            "task_version": out["configs"][name].get("metadata", {}).get("version"),
+            "lm_eval": importlib.metadata.version("lm_eval"),
+            "dataset": source,
+            # lm-eval's own aggregate of the same scores (tasks/metrics.py): a cross-check
+            "pass@1_lm_eval": res["pass@1,samples"],
+            "stderr_lm_eval": res["pass@1_stderr,samples"],
+            "mean_generated_tokens": sum(lengths) / len(lengths),
+            "closed_think": sum(END_THINK in g for g in flat) / len(flat),
+            "hit_token_limit": sum(n >= max_gen_toks for n in lengths) / len(lengths),
+            "fallback_share": (sum(map(scoring.scored_by_fallback, flat)) / len(flat) if b.schema == "math"
+                               else None),
+            # 1.0 when every problem's samples all differ; near 1/samples if sampling were off
+            "distinct_samples": sum(len(set(g)) / len(g) for g in gens) / n_problems,
+        }
+        raw["samples"][name] = [{"id": d["id"], "prompt": d["prompt"], "target": d["answer"], "generations": g,
+                                 "correct": sc} for d, g, sc in zip(docs, gens, scores)]
+    if raw_path is not None:
+        atomic_write_text(raw_path, json.dumps(raw, indent=1, default=str))
+    return qualities
+

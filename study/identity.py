@@ -5,7 +5,8 @@ A run id is a hash of everything that changes a run's results and of nothing els
 - the semantic config, canonical: values typed by the config (``lsp=1`` is ``lsp=1.0``) and
   fields that cannot change the run left out (``INERT`` and the conditional cases in
   ``semantic_config``: ``beta`` outside JSD, ``window`` at lsp 1.0, top-k settings of a cache
-  that stores exact distributions anyway, the artefacts' own evaluation settings);
+  that stores exact distributions anyway, the artefacts' own evaluation settings, the benchmark
+  settings of a run that scores no benchmark);
 - the execution: device type, compute dtype and the torch thread count (reduction order, so
   the numbers, change with each of them: results/LOG.md);
 - the SHA-256 of the teacher's and the base student's weights, so two records with one id
@@ -34,6 +35,9 @@ INERT = NON_SEMANTIC
 # The artefacts' own evaluation settings: they change the artefact's reported accuracy,
 # never its weights or a run's results.
 ARTEFACT_EVAL = ("eval_examples", "eval_max_gen_toks", "eval_batch_size")
+# The paper's benchmarks and how they are sampled: inert when ``benchmarks`` is empty (nothing
+# reads them), so adding them left every earlier run id as it was.
+BENCHMARK_KEYS = ("benchmarks", "benchmark_dir", "samples", "eval_temperature", "eval_top_p", "eval_backend")
 # Added tokens of the embedded tokenizer beyond its BPE vocabulary (<think>, </think>).
 ADDED_TOKENS = 2
 
@@ -61,6 +65,19 @@ def artefact_config(p) -> dict:
     return d
 
 
+def benchmark_data(cfg: RunConfig) -> str | dict[str, str]:
+    """What ``benchmark_dir`` stands for in the id: the SHA-256 of each benchmark file it holds,
+    not its path. The path names where the data sits, the content is what is scored: the same
+    files in another folder (another machine) are one run, and a file edited in place is a new
+    one. "" (the hub) stays "": the hub's default branch, whose commit is recorded per evaluation."""
+    from .benchmarks import check_files, file_sha256, local_file
+
+    if not cfg.benchmark_dir:
+        return ""
+    check_files(cfg.benchmarks, cfg.benchmark_dir)
+    return {name: file_sha256(local_file(name, cfg.benchmark_dir)) for name in cfg.benchmarks}
+
+
 def semantic_config(cfg: RunConfig) -> dict:
     """The fields of ``cfg`` that can change the run's results, canonical."""
     d = asdict(cfg)
@@ -77,6 +94,13 @@ def semantic_config(cfg: RunConfig) -> dict:
         d["teacher_cache_mode"] = resolved_cache_mode(cfg)
         if d["teacher_cache_mode"] == "exact":
             d.pop("teacher_cache_topk")
+    if not cfg.benchmarks:
+        for key in BENCHMARK_KEYS:
+            d.pop(key)
+    else:
+        d["benchmark_dir"] = benchmark_data(cfg)
+        if cfg.eval_temperature == 0:
+            d.pop("eval_top_p")  # greedy decoding never reads it
     d["teacher"] = artefact_config(cfg.teacher)
     # A scratch student only takes the base's architecture; the base's training is inert.
     d["base"] = artefact_config(cfg.base) if cfg.init == "base" else {"model": asdict(cfg.base.model)}

@@ -102,7 +102,8 @@ class RecordExists(FileExistsError):
 
 
 REPLACED = ".replaced"  # <out>/.replaced/<UTC time>/: records (and their companions) replaced
-COMPANIONS = (".lm_eval.json", ".student")  # files and folders beside <run_id>.json, of one run
+BENCHMARKS_RAW = ".benchmarks.lm_eval.json"  # the raw output of the paper's benchmarks, when a run has them
+COMPANIONS = (".lm_eval.json", BENCHMARKS_RAW, ".student")  # files and folders beside <run_id>.json, of one run
 
 
 def companions(out_dir: str | Path, run_id: str) -> list[Path]:

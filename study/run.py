@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from . import records, teacher_cache
+from . import benchmarks, records, teacher_cache
 from .config import RunConfig
 from .data.pipeline import encode, prepare
 from .data.synthetic import make_splits
-from .evaluate import TASK, evaluate
+from .evaluate import TASK, evaluate, prepare_benchmarks, run_benchmarks
 from .identity import execution, run_id, weights_sha256
 from .losses import IGNORE_INDEX
 from .models import atomic_dir, build_model, check_compatible, get_tokenizer
@@ -117,6 +117,9 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
     out_dir = Path(out_dir)
     records.check_out_dir(out_dir)
     device = pick_device(cfg.device)
+    if cfg.benchmarks:  # the benchmark files and the backend, before any model is built
+        benchmarks.check_files(cfg.benchmarks, cfg.benchmark_dir)
+        benchmarks.check_backend(cfg.eval_backend)
     with torch_threads(cfg.threads):  # the run's thread count, for this run only
         return _distil(cfg, out_dir, device, started, progress, overwrite)
 
@@ -144,6 +147,10 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
     rid = run_id(cfg, weights)
     exe = execution(cfg)
     records.check_out_dir(out_dir, rid, overwrite)  # before any training
+    # The benchmarks' prepared files (rows in their schema, prompts that fit the student's
+    # context), before any training.
+    prepared = prepare_benchmarks(cfg.benchmarks, cfg.benchmark_dir, tokenizer, Path(cfg.cache_dir) / "benchmarks",
+                                  student.config.max_position_embeddings, cfg.max_gen_toks) if cfg.benchmarks else {}
     if overwrite:  # the old record, raw output and student go to <out>/.replaced/, never deleted
         records.set_aside(out_dir, rid)
 
@@ -193,6 +200,11 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
     student_weights = weights_sha256(student)
     if cfg.save_student:
         save_student(student, tokenizer, out_dir, rid)
+    bench, bench_seconds = None, None
+    if cfg.benchmarks:
+        bench_start = time.perf_counter()
+        bench = _benchmarks(cfg, student, tokenizer, prepared, out_dir, rid)
+        bench_seconds = time.perf_counter() - bench_start
 
     # --- record -----------------------------------------------------------------------------
     # The output heads run only where the next token is supervised, so they count per target.
@@ -279,8 +291,26 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         "quality": {TASK: quality},
         "curve": stats["curve"],
     }
+    if cfg.benchmarks:  # the paper's benchmarks; the headline quality stays the synthetic split's
+        record["benchmarks"] = bench
+        record["compute"]["benchmark_seconds"] = bench_seconds
     records.write(record, out_dir, overwrite=overwrite)
     return record
+
+
+def _benchmarks(cfg: RunConfig, student, tokenizer, prepared, out_dir: Path, rid: str) -> dict:
+    """The run's benchmarks, sampled from the distilled student; vLLM reads it from a folder
+    (the saved student, or a temporary copy when the run saves none)."""
+    import tempfile
+
+    args = dict(samples=cfg.samples, temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
+                max_gen_toks=cfg.max_gen_toks, batch_size=cfg.eval_batch_size, backend=cfg.eval_backend,
+                seed=cfg.seed, raw_path=out_dir / f"{rid}{records.BENCHMARKS_RAW}")
+    if cfg.eval_backend == "hf" or cfg.save_student:
+        return run_benchmarks(student, tokenizer, prepared, model_path=student_path(out_dir, rid), **args)
+    with tempfile.TemporaryDirectory() as tmp:
+        student.save_pretrained(tmp), tokenizer.save_pretrained(tmp)
+        return run_benchmarks(student, tokenizer, prepared, model_path=Path(tmp), **args)
 
 
 def student_path(out_dir: str | Path, rid: str) -> Path:

@@ -70,3 +70,29 @@ def scored_by_fallback(generation: str) -> bool:
     """True when the paper's rule can only read a number outside any closed box: no closed
     ``\\boxed{}`` at all (on small-integer answers such a read can be right by chance)."""
     return _CLOSED_BOX.search(generation) is None
+
+
+_LAST_CLOSED_BOX = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+_LETTER = re.compile(r"^\(?([A-D])\)?\.?$")
+
+
+def boxed_choice(generation: str) -> str | None:
+    """The choice letter in the last closed ``\\boxed{}`` (``B``, ``(B)``, ``\\text{B}``), or None
+    when there is no closed box or it holds no single letter A-D: multiple-choice answers are
+    never read from plain text, where any capital letter could give chance credit."""
+    boxes = _LAST_CLOSED_BOX.findall(generation)
+    if not boxes:
+        return None
+    inner = re.sub(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}", r"\1", boxes[-1]).replace("$", "").strip()
+    m = _LETTER.match(inner)
+    return m.group(1) if m else None
+
+
+def correct_choice(generation: str, letter: str) -> bool:
+    """GPQA's rule here: the letter of the last closed ``\\boxed{}`` equals the target letter."""
+    return boxed_choice(generation) == letter.strip().upper()
+
+
+def score(generation: str, gold: str, kind: str = "math") -> bool:
+    """One sample by its benchmark's rule: ``math`` (the paper's) or ``choice`` (the boxed letter)."""
+    return correct_choice(generation, gold) if kind == "choice" else correct(generation, gold)

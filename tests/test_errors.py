@@ -6,6 +6,7 @@ existing record) are in a second test and must still come before any training.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -153,6 +154,16 @@ BAD_INPUTS = [
     R("max-gen-toks-zero", "max_gen_toks=0", expect=["max_gen_toks must be an integer >= 1, got 0"]),
     R("max-gen-toks-above-context", "max_gen_toks=600", expect=["max_gen_toks 600", "max_position_embeddings 512"]),
     R("eval-batch-size-zero", "eval_batch_size=0", expect=["eval_batch_size", ">= 1"]),
+    R("benchmarks-unknown", "benchmarks=[aime23]", expect=["benchmarks", "'aime23'", "aime24, aime25, math500, gpqa_diamond"]),
+    R("benchmarks-not-a-list", "benchmarks=aime24", expect=["benchmarks must be a list", "'aime24'"]),
+    R("benchmarks-twice", "benchmarks=[aime24, aime24]", expect=["benchmarks", "twice"]),
+    R("benchmark-dir-without-benchmarks", "benchmark_dir=/data/bench", expect=["benchmark_dir", "benchmarks is empty"]),
+    R("samples-zero", "samples=0", expect=["samples must be an integer >= 1, got 0"]),
+    R("samples-greedy", "benchmarks=[aime24]", "eval_temperature=0", expect=["samples 64", "eval_temperature 0"]),
+    R("eval-temperature-negative", "eval_temperature=-0.5", expect=["eval_temperature", ">= 0"]),
+    R("eval-top-p-zero", "eval_top_p=0", expect=["eval_top_p", "(0, 1]"]),
+    R("eval-top-p-above-one", "eval_top_p=1.5", expect=["eval_top_p", "(0, 1]", "1.5"]),
+    R("eval-backend-unknown", "eval_backend=tgi", expect=["eval_backend", "'tgi'", "hf, vllm"]),
     R("profile-steps-zero", "profile_steps=0", expect=["profile_steps must be an integer >= 1, got 0"]),
     R("attn-implementation-unknown", "attn_implementation=flash", expect=["attn_implementation", "eager, sdpa"]),
     R("device-unknown", "device=gpu", expect=["device", "'gpu'", "auto, cpu, cuda, cuda:N"]),
@@ -302,6 +313,11 @@ RUNTIME = [
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")),
     pytest.param(["--set", "condition=A", "--set", "cut_after_think=true"], None, ["no supervised token"],
                  id="nothing-supervised"),
+    pytest.param(["--set", "benchmarks=[aime24]", "--set", "benchmark_dir=/nonexistent/benchmarks"], None,
+                 ["benchmark_dir", "/nonexistent/benchmarks/aime24.jsonl"], id="benchmark-file-missing"),
+    pytest.param(["--set", "benchmarks=[aime24]", "--set", "eval_backend=vllm"], None,
+                 ["eval_backend=vllm", "not installed"], id="vllm-not-installed",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")),
 ]
 
 

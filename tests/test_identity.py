@@ -3,6 +3,7 @@ and no inert one does. The list of cases covers every config field, so a new fie
 classified here before it can land."""
 
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from study.config import RunConfig, config_from_dict
 from study.identity import config_key, run_id, semantic_config, weights_sha256
 
 WEIGHTS = {"teacher": "t" * 64, "base": "b" * 64}
+BENCH_DIR = str(Path(__file__).parent / "fixtures" / "benchmarks")
 REF = RunConfig()
 
 
@@ -56,6 +58,13 @@ SEMANTIC = {
     "max_gen_toks": _with(max_gen_toks=128),
     "eval_batch_size": _with(eval_batch_size=10),
     "attn_implementation": _with(attn_implementation="sdpa"),
+    # The benchmark settings, each against a run that scores benchmarks (BENCH_REF, below).
+    "benchmarks": _with(benchmarks="[aime24, math500]"),
+    "benchmark_dir": _with(benchmarks="[aime24]", benchmark_dir=BENCH_DIR),
+    "samples": _with(benchmarks="[aime24]", samples=8),
+    "eval_temperature": _with(benchmarks="[aime24]", eval_temperature=1.0),
+    "eval_top_p": _with(benchmarks="[aime24]", eval_top_p=0.9),
+    "eval_backend": _with(benchmarks="[aime24]", eval_backend="vllm"),
     "threads": _with(threads=max(1, torch.get_num_threads()) + 1),
 }
 NESTED_SEMANTIC = {  # one representative change per nested config, plus every corpus knob
@@ -89,7 +98,13 @@ INERT = {
     "teacher.eval_max_gen_toks": _with(**{"teacher.eval_max_gen_toks": 128}),
     "base.eval_batch_size": _with(**{"base.eval_batch_size": 10}),
     "lsp=1 (int)": RunConfig(lsp=1),
+    # Nothing reads the benchmark settings of a run without benchmarks (every earlier id holds).
+    "samples (no benchmarks)": _with(samples=8),
+    "eval_temperature (no benchmarks)": _with(eval_temperature=1.0),
+    "eval_top_p (no benchmarks)": _with(eval_top_p=0.5),
+    "eval_backend (no benchmarks)": _with(eval_backend="vllm"),
 }
+BENCH_REF = _with(benchmarks="[aime24]")
 
 
 def test_cases_cover_every_config_field():
@@ -118,6 +133,25 @@ def test_every_nested_semantic_change_changes_the_id(dotted):
 @pytest.mark.parametrize("name", sorted(INERT))
 def test_no_inert_change_changes_the_id(name):
     assert _id(INERT[name]) == _id(LIVE if "live teacher" in name else REF)
+
+
+@pytest.mark.parametrize("name", ["benchmarks", "benchmark_dir", "samples", "eval_temperature", "eval_top_p",
+                                  "eval_backend"])
+def test_every_benchmark_setting_changes_the_id_of_a_run_with_benchmarks(name):
+    assert _id(SEMANTIC[name]) != _id(BENCH_REF) != _id(REF)
+
+
+def test_greedy_decoding_ignores_top_p():
+    greedy = {"benchmarks": "[aime24]", "samples": 1, "eval_temperature": 0}
+    assert _id(_with(**greedy, eval_top_p=0.5)) == _id(_with(**greedy))
+
+
+def test_benchmark_dir_counts_by_content(tmp_path):
+    for name in ("aime24", "math500"):
+        (tmp_path / f"{name}.jsonl").write_bytes((Path(BENCH_DIR) / f"{name}.jsonl").read_bytes())
+    same = _with(benchmarks="[aime24, math500]", benchmark_dir=tmp_path)
+    assert _id(same) == _id(_with(benchmarks="[aime24, math500]", benchmark_dir=BENCH_DIR))
+    assert semantic_config(same)["benchmark_dir"]["aime24"] != semantic_config(same)["benchmark_dir"]["math500"]
 
 
 def test_threads_0_is_the_process_default():
