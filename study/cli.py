@@ -144,6 +144,9 @@ def _show(cfg, index: int, color: bool) -> None:
     from .models import get_tokenizer
     from .sections import render
 
+    if cfg.corpus.source != "synthetic":
+        raise ValueError(f"study show draws from the synthetic corpus only; corpus.source is {cfg.corpus.source!r} "
+                         "(study corpus-stats reads a hub corpus)")
     if not 0 <= index < cfg.corpus.train_examples:  # before the tokenizer is built
         raise ValueError(f"--index {index} is outside the training split: give 0 .. {cfg.corpus.train_examples - 1} "
                          "(corpus.train_examples)")

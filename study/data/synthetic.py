@@ -88,8 +88,8 @@ class CorpusConfig:
         for name in foreign:
             if getattr(self, name) != defaults[name]:
                 where = "the hub sources" if self.source == "synthetic" else "source synthetic"
-                raise ValueError(f"{name} only applies to {where}, not to source {self.source!r}: "
-                                 f"leave it at its default {defaults[name]!r}")
+                raise ValueError(f"{name} only applies to {where}, not to source {self.source!r} (got "
+                                 f"{getattr(self, name)!r}): leave it at its default {defaults[name]!r}")
         if self.source != "synthetic":
             self.hub_config()  # the hub module validates its fields
             return
