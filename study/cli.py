@@ -144,6 +144,9 @@ def _show(cfg, index: int, color: bool) -> None:
     from .models import get_tokenizer
     from .sections import render
 
+    if cfg.corpus.source != "synthetic":
+        raise ValueError(f"study show draws from the synthetic corpus only; corpus.source is {cfg.corpus.source!r} "
+                         "(study corpus-stats reads a hub corpus)")
     if not 0 <= index < cfg.corpus.train_examples:  # before the tokenizer is built
         raise ValueError(f"--index {index} is outside the training split: give 0 .. {cfg.corpus.train_examples - 1} "
                          "(corpus.train_examples)")
@@ -161,15 +164,44 @@ def _show(cfg, index: int, color: bool) -> None:
 
 
 def _stats(cfg) -> None:
+    if cfg.corpus.source != "synthetic":
+        return _hub_stats(cfg)
     from .data.pipeline import corpus_stats
     from .data.synthetic import make_splits
     from .models import get_tokenizer
 
     tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     table = corpus_stats(make_splits(cfg.corpus)["train"], tokenizer)
-    summary = table.describe().T.rename(columns={"25%": "q1", "50%": "median", "75%": "q3"})
     print(f"{len(table)} training examples of the run's corpus (layout {cfg.corpus.layout})")
+    _summary(table)
+
+
+def _summary(table) -> None:
+    summary = table.describe().T.rename(columns={"25%": "q1", "50%": "median", "75%": "q3"})
     print(summary[["mean", "std", "min", "q1", "median", "q3", "max"]].to_string(float_format=lambda x: f"{x:.3f}"))
+
+
+def _hub_stats(cfg) -> None:
+    """A hub corpus as the run reads it, rendered with the student's tokenizer
+    (``base.model.pretrained``: a hub id or a local folder)."""
+    from transformers import AutoTokenizer
+
+    from .data.corpus import ANSWER_STATES, answer_stats, load_corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base.model.pretrained)
+    corpus = load_corpus(cfg.corpus, tokenizer)
+    table = answer_stats(corpus.train, tokenizer)
+    info = corpus.info
+    rejected = ", ".join(f"{r} {n}" for r, n in corpus.rejected.items()) or "none"
+    print(f"{len(table)} training examples of corpus {cfg.corpus.source} ({info['location']}"
+          f"{', revision ' + info['revision'] if info['revision'] else ''}), rendered with {cfg.base.model.pretrained}")
+    print(f"rows: {info['rows']} read, {info['kept']} kept, {sum(corpus.rejected.values())} rejected "
+          f"({rejected}); split: {len(corpus.train)} train, {len(corpus.val)} validation")
+    counts = table["answer"].value_counts()
+    print("final answer (gold, else the last \\boxed{} of A) in the CoT: "
+          + ", ".join(f"{state} {int(counts.get(state, 0))}" for state in ANSWER_STATES)
+          + " (positions over the in_cot examples)")
+    _summary(table)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import re
+import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,10 @@ def check_types(obj) -> None:
     frozen config holds no mutable value); a bool is never an int or a float; a float must be finite."""
     for f in dataclasses.fields(obj):
         expected, value = _hints(type(obj))[f.name], getattr(obj, f.name)
+        if isinstance(expected, types.UnionType):  # ``float | None``: None, or the other type
+            if value is None:
+                continue
+            expected = next(t for t in typing.get_args(expected) if t is not type(None))
         if expected is tuple and isinstance(value, list):
             value = tuple(value)
             object.__setattr__(obj, f.name, value)
@@ -110,7 +115,11 @@ def _context_fits(obj, name: str, model, where: str) -> None:
 
 def pretrain_corpus(run_corpus: CorpusConfig, p: PretrainConfig) -> CorpusConfig:
     """The corpus a teacher or base student (``p``) is pretrained on, given the run's: its
-    ``train_examples`` problems and, for the base student, one operation per problem."""
+    ``train_examples`` problems and, for the base student, one operation per problem. Only the
+    synthetic corpus has one: a hub corpus needs pretrained models."""
+    if run_corpus.source != "synthetic":
+        raise ValueError(f"corpus.source {run_corpus.source!r}: teacher and base student are not pretrained on a "
+                         "hub corpus; they come from teacher.model.pretrained and base.model.pretrained")
     if p.one_op:
         return dataclasses.replace(run_corpus, min_ops=1, max_ops=1, train_examples=p.train_examples,
                                    val_examples=0, test_examples=0)
@@ -329,14 +338,17 @@ class RunConfig:
         _seed(self)
         # --- data and models
         _one_of(self, "init", ("base", "scratch"))
-        for role in ("teacher", "base") if self.init == "base" else ("teacher",):
-            _check_pretrain_corpus(self.corpus, getattr(self, role), role)
+        if self.corpus.source == "synthetic":
+            for role in ("teacher", "base") if self.init == "base" else ("teacher",):
+                _check_pretrain_corpus(self.corpus, getattr(self, role), role)
+        else:
+            self._check_hub_corpus()
         _one_of(self, "teacher_cache_mode", ("auto", "exact", "topk"))
         _at_least(self, "teacher_cache_topk", 1)
         # --- evaluation and measurement
         for name in ("eval_examples", "max_gen_toks", "eval_batch_size", "profile_steps"):
             _at_least(self, name, 1)
-        if self.eval_examples > self.corpus.test_examples:
+        if self.corpus.source == "synthetic" and self.eval_examples > self.corpus.test_examples:
             raise ValueError(f"eval_examples {self.eval_examples} exceeds corpus.test_examples "
                              f"{self.corpus.test_examples}; lower eval_examples or raise corpus.test_examples")
         _context_fits(self, "max_gen_toks", self.base.model, "base.model")  # the student's architecture
@@ -348,6 +360,19 @@ class RunConfig:
         _at_least(self, "threads", 0)  # 0: torch's default
         if not self.cache_dir:
             raise ValueError("cache_dir must be a folder name, got an empty string")
+
+    def _check_hub_corpus(self):
+        """A hub corpus is rendered with the student's chat template and has no synthetic test
+        split: it needs a pretrained teacher and student and the paper's benchmarks."""
+        source = self.corpus.source
+        if not (self.teacher.model.pretrained and self.base.model.pretrained):
+            raise ValueError(f"corpus.source {source!r} needs a pretrained teacher and student (their tokenizer "
+                             "renders the corpus): set teacher.model.pretrained and base.model.pretrained "
+                             "(e.g. Qwen/Qwen3-8B and Qwen/Qwen3-1.7B-Base, or local folders)")
+        if not self.benchmarks:
+            raise ValueError(f"corpus.source {source!r} has no synthetic test split to score: name the paper's "
+                             f"benchmarks, e.g. --set benchmarks=[aime24] --set benchmark_dir=DIR "
+                             f"(from {', '.join(BENCHMARKS)})")
 
     def _check_benchmarks(self):
         valid = ", ".join(BENCHMARKS)

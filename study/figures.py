@@ -488,10 +488,16 @@ LAYOUT_LABELS = {"early": "default corpus (layout early)", "late": "late-answer 
 
 def corpus_position_stats(cfg: RunConfig, tokenizer, n: int | None = None) -> dict[str, pd.DataFrame]:
     """``corpus_stats`` of the first ``n`` training examples (all if None) of the run's corpus
-    in both layouts: ``{"early": df, "late": df}``."""
+    in both layouts: ``{"early": df, "late": df}``; for a hub corpus (rendered with
+    ``tokenizer``, the student's), ``{source: answer_stats(...)}``."""
     from .data.pipeline import corpus_stats
     from .data.synthetic import make_splits
 
+    if cfg.corpus.source != "synthetic":
+        from .data.corpus import answer_stats, load_corpus
+
+        train = load_corpus(cfg.corpus, tokenizer).train
+        return {cfg.corpus.source: answer_stats(train[:n] if n else train, tokenizer)}
     out = {}
     for layout in ("early", "late"):
         train = make_splits(replace(cfg.corpus, layout=layout))["train"]
@@ -516,7 +522,9 @@ def first_answer_kept(stats: pd.DataFrame, lsp: float = 0.5) -> pd.Series:
 
 def first_answer_positions(stats_by_layout: Mapping[str, pd.DataFrame], lsp: float = 0.5) -> Figure:
     """Histogram of where the first \\boxed{} answer ends (fraction of the completion) in each
-    corpus, with its median and the point a left window of ``lsp`` cuts (median over examples)."""
+    corpus, with its median and the point a left window of ``lsp`` cuts (median over examples).
+    Any corpus's statistics fit (``corpus_stats`` or a hub corpus's ``answer_stats``): examples
+    whose CoT never states the answer (NaN) are counted in the legend, and count as not kept."""
     if not stats_by_layout:
         raise ValueError("no corpus statistics given")
     bins = np.linspace(0, 1, 81)
@@ -525,12 +533,18 @@ def first_answer_positions(stats_by_layout: Mapping[str, pd.DataFrame], lsp: flo
         ax = fig.add_subplot()
         for i, (layout, st) in enumerate(stats_by_layout.items()):
             color = DEEP[i % len(DEEP)]
-            values = st["first_answer_in_completion"].to_numpy(float)
+            everything = st["first_answer_in_completion"].to_numpy(float)
+            values = everything[~np.isnan(everything)]
+            if not len(values):
+                raise ValueError(f"corpus {layout!r}: no example states its answer in the CoT; nothing to plot")
+            missing = len(everything) - len(values)
             label = LAYOUT_LABELS.get(layout, layout)
             kept = first_answer_kept(st, lsp).mean()
             ax.hist(values, bins=bins, color=color, alpha=0.55, edgecolor=color,
-                    weights=np.full(len(values), 100 / len(values)),
-                    label=f"{label}: {len(values)} examples", gid=f"hist-{layout}")
+                    weights=np.full(len(values), 100 / len(everything)),
+                    label=f"{label}: {len(everything)} examples"
+                          + (f" ({missing} without the answer in the CoT)" if missing else ""),
+                    gid=f"hist-{layout}")
             ax.axvline(np.median(values), color=color, lw=1.8, gid=f"median-{layout}",
                        label=f"median first-answer position: {np.median(values):.2f}")
             cut = float(np.median(lsp_cut_in_completion(st, lsp)))
@@ -694,7 +708,10 @@ def write_all(df_or_folder: pd.DataFrame | str | Path, out_dir: str | Path = "fi
         written += save(first_answer_positions(corpus_position_stats(cfg, tokenizer, n_corpus)),
                         "first_answer_position", out_dir)
         # At lsp 0.5 the example shows all three states: supervised, forwarded only, dropped.
-        written += save(example_sequence(replace(cfg, lsp=0.5), tokenizer), "example_sequence", out_dir)
+        if cfg.corpus.source == "synthetic":
+            written += save(example_sequence(replace(cfg, lsp=0.5), tokenizer), "example_sequence", out_dir)
+        else:
+            log.info("example_sequence draws from the synthetic corpus only: skipped for corpus %s", cfg.corpus.source)
     else:
         log.info("no cfg and tokenizer given: skipping the corpus figures")
     return written

@@ -343,18 +343,20 @@ def prepare(cfg: RunConfig) -> None:
     """Build (or find) what a cell shares with others before any cell runs: tokenizer,
     teacher, base student and teacher-output cache. Parallel workers then only read them."""
     from . import teacher_cache
-    from .data.pipeline import encode
-    from .data.synthetic import make_splits
+    from .data.corpus import load_corpus
     from .models import get_tokenizer
     from .pretrain import get_base, get_teacher
+    from .run import check_corpus_runnable
     from .train import pick_device
 
+    check_corpus_runnable(cfg)
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     teacher, meta = get_teacher(cfg)
     if cfg.init == "base":
         get_base(cfg)
     if cfg.teacher_cache:
-        encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
+        corpus = load_corpus(cfg.corpus, tokenizer)
+        encoded = corpus.encode(corpus.train, tokenizer)
         teacher_cache.get_or_build(cfg, teacher, meta["weights_sha256"], tokenizer, tok_key, encoded,
                                    pick_device(cfg.device))
 

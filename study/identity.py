@@ -101,6 +101,7 @@ def semantic_config(cfg: RunConfig) -> dict:
         d["benchmark_dir"] = benchmark_data(cfg)
         if cfg.eval_temperature == 0:
             d.pop("eval_top_p")  # greedy decoding never reads it
+    d["corpus"] = cfg.corpus.identity()  # the fields of its source (a synthetic corpus hashes as before)
     d["teacher"] = artefact_config(cfg.teacher)
     # A scratch student only takes the base's architecture; the base's training is inert.
     d["base"] = artefact_config(cfg.base) if cfg.init == "base" else {"model": asdict(cfg.base.model)}

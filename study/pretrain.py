@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -35,7 +34,7 @@ META = "study_meta.json"
 
 
 def corpus_dir(cfg: RunConfig, corpus: CorpusConfig, tok_key: str) -> Path:
-    return Path(cfg.cache_dir) / f"corpus-{config_hash({'corpus': asdict(corpus), 'tokenizer': tok_key})}"
+    return Path(cfg.cache_dir) / f"corpus-{config_hash({'corpus': corpus.identity(), 'tokenizer': tok_key})}"
 
 
 def test_file(cfg: RunConfig, corpus: CorpusConfig, tokenizer, tok_key: str, split: str = "test") -> Path:
@@ -59,7 +58,7 @@ def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: 
     meta = {
         "role": role,
         "config": artefact_config(p),
-        "corpus": asdict(corpus),
+        "corpus": corpus.identity(),
         "tokenizer": tok_key,
         "parameters": sum(t.numel() for t in model.parameters()),
         "weights_sha256": weights_sha256(model),
@@ -81,7 +80,7 @@ def artefact_path(role: str, cfg: RunConfig, p: PretrainConfig, tok_key: str) ->
     config, corpus, tokenizer), never by how it is scored afterwards."""
     # "format" changes when the training code changes what a config produces (2: seeded
     # init; 3: evaluation settings left out of the key).
-    key = config_hash({"format": 3, "config": artefact_config(p), "corpus": asdict(pretrain_corpus(cfg.corpus, p)),
+    key = config_hash({"format": 3, "config": artefact_config(p), "corpus": pretrain_corpus(cfg.corpus, p).identity(),
                        "tokenizer": tok_key})
     return Path(cfg.cache_dir) / f"{role}-{key}"
 
@@ -109,7 +108,7 @@ def evaluation(role: str, path: Path, model, cfg: RunConfig, p: PretrainConfig, 
     n = min(p.eval_examples, len(make_splits(corpus)[split]))
     settings = {"examples": n, "max_gen_toks": p.eval_max_gen_toks, "batch_size": p.eval_batch_size,
                 "scorer": scorer_name(),
-                "corpus": asdict(corpus), "split": split, "tokenizer": tok_key}
+                "corpus": corpus.identity(), "split": split, "tokenizer": tok_key}
     file = path / "evaluations" / f"{config_hash(settings)}.json"
     if file.exists():
         return json.loads(file.read_text())["quality"]

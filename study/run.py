@@ -22,8 +22,8 @@ import torch
 
 from . import benchmarks, records, teacher_cache
 from .config import RunConfig
-from .data.pipeline import encode, prepare
-from .data.synthetic import make_splits
+from .data.corpus import load_corpus
+from .data.pipeline import prepare
 from .evaluate import TASK, evaluate, prepare_benchmarks, run_benchmarks
 from .identity import execution, run_id, weights_sha256
 from .losses import IGNORE_INDEX
@@ -50,6 +50,27 @@ def load_items(cfg: RunConfig, encoded):
                              "(e.g. condition P+CoT+A or a larger lsp)")
         log.warning(msg + "; they are skipped and counted in the record")
     return items, empty
+
+
+def training_data(cfg: RunConfig, tokenizer):
+    """The run's data, before any model: (corpus, its encoded training sequences, the training
+    items after truncation and supervision, ids of sequences left with nothing supervised).
+    Rows a hub corpus rejects are counted in ``corpus.rejected`` (the record's ``data.rejected``)
+    and named in a warning; a run left with nothing to train on fails here."""
+    corpus = load_corpus(cfg.corpus, tokenizer)
+    encoded = corpus.encode(corpus.train, tokenizer)
+    items, empty = load_items(cfg, encoded)
+    return corpus, encoded, items, empty
+
+
+def check_corpus_runnable(cfg: RunConfig) -> None:
+    """A hub corpus trains a pretrained student from a pretrained teacher, rendered with the
+    student's tokenizer: loading those is issue 12 item 2, not written yet. Fails before any work."""
+    if cfg.corpus.source != "synthetic":
+        raise ValueError(f"corpus.source {cfg.corpus.source!r}: a run on a hub corpus needs the pretrained teacher "
+                         "and student (teacher.model.pretrained, base.model.pretrained, with the student's tokenizer), "
+                         "which the run cannot load yet (issue 12, item 2); `study corpus-stats` reads the corpus "
+                         "already")
 
 
 def loop_settings(cfg: RunConfig, n_items: int) -> LoopSettings:
@@ -114,6 +135,7 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
     be checked before work is checked first: the output folder, the device and that the run
     supervises something; an existing record is refused (before training) unless ``overwrite``."""
     started = time.perf_counter()
+    check_corpus_runnable(cfg)
     out_dir = Path(out_dir)
     records.check_out_dir(out_dir)
     device = pick_device(cfg.device)
@@ -127,8 +149,7 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
 def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool) -> dict:
     # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
-    encoded = encode(make_splits(cfg.corpus)["train"], tokenizer)
-    items, empty = load_items(cfg, encoded)
+    corpus, encoded, items, empty = training_data(cfg, tokenizer)
     s = loop_settings(cfg, len(items))
     if s.steps < 1:
         raise ValueError(f"{len(items)} training items cannot fill one batch of batch_size={cfg.batch_size}; "
@@ -243,6 +264,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
             "examples": len(items),
             "empty_examples": len(empty),
             "empty_example_ids": empty[:20],
+            "rejected": corpus.rejected,  # corpus rows dropped per reason ({} for the synthetic corpus)
             "steps": s.steps,
             "tokens_forwarded": stats["tokens"],
             "tokens_padded": stats["tokens_padded"],
@@ -291,6 +313,8 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         "quality": {TASK: quality},
         "curve": stats["curve"],
     }
+    if corpus.info:  # where a hub corpus came from (its resolved revision, files, rows read and kept)
+        record["data"]["corpus"] = corpus.info
     if cfg.benchmarks:  # the paper's benchmarks; the headline quality stays the synthetic split's
         record["benchmarks"] = bench
         record["compute"]["benchmark_seconds"] = bench_seconds

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +185,7 @@ def cache_key(cfg: RunConfig, teacher_weights: str, tok_key: str, mode: str, k: 
     return config_hash({"format": 2, "teacher_weights": teacher_weights, "tokenizer": tok_key,
                         "device": execution(cfg)["device"],
                         "attn_implementation": cfg.attn_implementation, "threads": threads,
-                        "corpus": asdict(cfg.corpus), "mode": mode, "k": k, "view": view_of(cfg)})
+                        "corpus": cfg.corpus.identity(), "mode": mode, "k": k, "view": view_of(cfg)})
 
 
 def get_or_build(cfg: RunConfig, teacher, teacher_weights: str, tokenizer, tok_key: str, encoded,

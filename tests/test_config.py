@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -290,6 +291,8 @@ def test_python_construction_is_type_checked(kwargs, message):
 
 
 def _wrong_value(kind):
+    if isinstance(kind, types.UnionType):  # float | None: wrong for its non-None type
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
     return {int: "x", float: "x", str: 5, bool: 1}.get(kind, 5)
 
 

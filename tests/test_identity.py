@@ -105,6 +105,14 @@ INERT = {
     "eval_backend (no benchmarks)": _with(eval_backend="vllm"),
 }
 BENCH_REF = _with(benchmarks="[aime24]")
+# A run on a hub corpus (it needs pretrained models and benchmarks); the hub-only corpus fields
+# change its id, and are no part of a synthetic corpus's (test_synthetic_default_id_unchanged).
+HUB = {"corpus.source": "bespoke_stratos", "corpus.train_examples": 7, "corpus.val_examples": 1,
+       "batch_size": 2, "benchmarks": "[aime24]", "teacher.model.pretrained": "Qwen/Qwen3-8B",
+       "base.model.pretrained": "Qwen/Qwen3-1.7B-Base"}
+HUB_SEMANTIC = {"corpus.source": "sky_t1", "corpus.path": "/data/Bespoke-Stratos-17k", "corpus.revision": "abc123",
+                "corpus.max_tokens": 2048, "corpus.train_examples": 6, "corpus.val_examples": 2,
+                "corpus.split_seed": 0, "corpus.max_rows": 100}
 
 
 def test_cases_cover_every_config_field():
@@ -115,7 +123,33 @@ def test_cases_cover_every_config_field():
     covered |= {k for k in flat if k.split(".")[0] in top_level_nested}  # nested: see below
     assert flat - covered == set()
     corpus_fields = {k for k in flat if k.startswith("corpus.")}
-    assert corpus_fields == set(k for k in NESTED_SEMANTIC if k.startswith("corpus."))
+    assert corpus_fields == ({k for k in NESTED_SEMANTIC if k.startswith("corpus.")} | set(HUB_SEMANTIC)
+                             | {"corpus.min_score"})  # min_score: synthetic1 only, below
+
+
+@pytest.mark.parametrize("dotted", sorted(HUB_SEMANTIC))
+def test_every_hub_corpus_change_changes_the_id(dotted):
+    assert _id(_with(**{**HUB, dotted: HUB_SEMANTIC[dotted]})) != _id(_with(**HUB))
+
+
+def test_min_score_changes_the_id_of_a_synthetic1_run():
+    ref = {**HUB, "corpus.source": "synthetic1"}
+    assert _id(_with(**ref, **{"corpus.min_score": 0.5})) != _id(_with(**ref)) != _id(_with(**HUB))
+
+
+def test_synthetic_default_id_unchanged():
+    """Taken before corpus.source and the hub fields existed: the default config, its
+    artefacts and its teacher cache keep their keys (the new fields are left out of the hash
+    of a synthetic corpus)."""
+    from study.pretrain import artefact_path, corpus_dir
+    from study.teacher_cache import cache_key
+
+    assert config_key(REF) == "94505a5a7333"
+    assert artefact_path("teacher", REF, REF.teacher, "tok").name == "teacher-978198e9ebde"
+    assert artefact_path("base", REF, REF.base, "tok").name == "base-63c674ea0074"
+    assert corpus_dir(REF, REF.corpus, "tok").name == "corpus-5a5e2d631de0"
+    assert cache_key(REF, "w", "tok", "exact", 64, 2) == "a87fefe46e9a"
+    assert "source" not in semantic_config(REF)["corpus"]
 
 
 @pytest.mark.parametrize("name", sorted(SEMANTIC))

@@ -42,6 +42,7 @@ def test_record_contract(two_runs):
     assert rec["student"]["init"] == "base" and rec["student"]["base_id"].startswith("base-")
     data, compute = rec["data"], rec["compute"]
     assert set(data["supervised_by_section"]) == {"P", "CoT", "A"}
+    assert data["rejected"] == {} and "corpus" not in data  # the synthetic corpus rejects no row
     assert data["tokens_supervised"] == sum(data["supervised_by_section"].values())
     assert data["tokens_forwarded"] == data["tokens_full_sequences"]  # lsp 1 forwards everything
     assert data["steps"] == len(rec["curve"]) == 64 // 8

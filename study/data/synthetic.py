@@ -24,9 +24,12 @@ changes the test set.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from dataclasses import dataclass
+
+from .hub import SOURCES as HUB_SOURCES
 
 OPS = ("+", "-", "*")
 LAYOUTS = ("early", "late")
@@ -39,10 +42,15 @@ BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Knobs of the synthetic corpus. The defaults spread the first answer over most of the
-    CoT with its mean near the middle (results/LOG.md has the distribution, measured by
-    ``study corpus-stats``)."""
+    """The run's corpus (``corpus.*``): ``source`` synthetic (this module's generator, the
+    default) or one of the paper's five hub corpora (study/data/hub.py, read by
+    study/data/corpus.py). The synthetic knobs' defaults spread the first answer over most of
+    the CoT with its mean near the middle (results/LOG.md has the distribution, measured by
+    ``study corpus-stats``). Knobs that do not apply to the source must stay at their defaults
+    (``SYNTHETIC_ONLY``, ``HUB_ONLY``) and are left out of every hash (``identity``), so a
+    synthetic corpus hashes exactly as before the hub sources existed."""
 
+    source: str = "synthetic"  # synthetic | openthoughts | bespoke_stratos | sky_t1 | synthetic1 | nemotron
     min_ops: int = 2  # difficulty: operations per problem, inclusive range
     max_ops: int = 3
     min_verify: int = 1  # reflection passes after (early) or before (late) the derivation
@@ -58,6 +66,14 @@ class CorpusConfig:
     val_examples: int = 100
     test_examples: int = 200
     seed: int = 1234  # the corpus seed, separate from the run seed so runs share one corpus
+    # --- hub sources only (study/data/hub.py; paper: train 40,000 / val 1,000 for OpenThoughts,
+    # 8,000 / 1,000 for Bespoke-Stratos and Sky-T1: set train_examples and val_examples)
+    path: str = ""  # "" = the source's hub id; or a local folder (or one data file) laid out as on the hub
+    revision: str = ""  # hub revision to download ("" = default branch; the resolved commit is recorded)
+    max_tokens: int = 4096  # examples of at least this many tokens after rendering are dropped (paper: < 4k)
+    split_seed: int = 42  # numpy permutation of the kept rows, first val_examples to validation (paper)
+    min_score: float | None = None  # synthetic1 only: drop rows scored below it (None: keep all, as the paper)
+    max_rows: int = 0  # read only the first N rows (0: all); an extension for the multi-million-row sets
 
     def __post_init__(self):
         # Messages start with the field's name (config.py prefixes the path: corpus.min_ops).
@@ -65,6 +81,18 @@ class CorpusConfig:
         from ..config import check_types
 
         check_types(self)
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {self.source!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(CorpusConfig)}
+        foreign = HUB_ONLY if self.source == "synthetic" else SYNTHETIC_ONLY
+        for name in foreign:
+            if getattr(self, name) != defaults[name]:
+                where = "the hub sources" if self.source == "synthetic" else "source synthetic"
+                raise ValueError(f"{name} only applies to {where}, not to source {self.source!r} (got "
+                                 f"{getattr(self, name)!r}): leave it at its default {defaults[name]!r}")
+        if self.source != "synthetic":
+            self.hub_config()  # the hub module validates its fields
+            return
         if not 1 <= self.min_ops <= self.max_ops:
             raise ValueError(f"min_ops and max_ops need 1 <= min_ops <= max_ops, got {self.min_ops}, {self.max_ops}")
         if not 0 <= self.min_verify <= self.max_verify:
@@ -93,6 +121,30 @@ class CorpusConfig:
                 f"problems but only {distinct} exist with {self.min_ops}-{self.max_ops} operations mod "
                 f"{self.modulus}; lower train_examples or raise max_ops"
             )
+
+    def hub_config(self):
+        """The ``hub.HubCorpusConfig`` of a hub source."""
+        from .hub import HubCorpusConfig
+
+        if self.source == "synthetic":
+            raise ValueError("corpus.source is synthetic: it has no hub configuration")
+        return HubCorpusConfig(**{name: getattr(self, name) for name in HUB_FIELDS})
+
+    def identity(self) -> dict:
+        """The fields that apply to the source, for hashes: a synthetic corpus gives exactly the
+        dict it gave before ``source`` and the hub fields existed."""
+        names = [f.name for f in dataclasses.fields(self)]
+        keep = [n for n in names if n not in HUB_ONLY + ("source",)] if self.source == "synthetic" else HUB_FIELDS
+        return {n: getattr(self, n) for n in keep}
+
+
+# Knobs of one kind of source only; they must stay at their defaults for the other.
+SYNTHETIC_ONLY = ("min_ops", "max_ops", "min_verify", "max_verify", "min_explore", "max_explore", "layout",
+                  "modulus", "test_examples", "seed")
+HUB_ONLY = ("path", "revision", "max_tokens", "split_seed", "min_score", "max_rows")
+HUB_FIELDS = ("source", "path", "revision", "max_tokens", "train_examples", "val_examples", "split_seed",
+              "min_score", "max_rows")  # hub.HubCorpusConfig's fields
+SOURCES = ("synthetic", *HUB_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -240,6 +292,9 @@ def _draw_problem(cfg: CorpusConfig, rng: random.Random) -> Problem:
 
 def make_splits(cfg: CorpusConfig) -> dict[str, list[Example]]:
     """Seeded train/val/test splits of disjoint problems (see the module docstring)."""
+    if cfg.source != "synthetic":
+        raise ValueError(f"corpus.source is {cfg.source!r}: make_splits builds the synthetic corpus only; "
+                         "read a hub corpus with study.data.corpus.load_corpus")
     rng = random.Random(cfg.seed)
     sizes = {"test": cfg.test_examples, "val": cfg.val_examples, "train": cfg.train_examples}
     seen: set[Problem] = set()
