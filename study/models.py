@@ -118,9 +118,16 @@ def load_model(path: str | Path, attn_implementation: str, device) -> torch.nn.M
 # --- pretrained checkpoints (teacher.model.pretrained, base.model.pretrained) -------------------
 
 
-def load_pretrained_tokenizer(m: ModelConfig):
-    """The tokenizer (with its chat template) of checkpoint ``m``: a hub id or a local folder."""
-    return AutoTokenizer.from_pretrained(m.pretrained, revision=m.revision or None)
+def load_pretrained_tokenizer(m: ModelConfig, role: str):
+    """The tokenizer (with its chat template) of checkpoint ``m`` (``role``'s: teacher or base):
+    a hub id or a local folder; one that cannot be loaded is a ValueError naming the key."""
+    try:
+        return AutoTokenizer.from_pretrained(m.pretrained, revision=m.revision or None)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{role}.model.pretrained {m.pretrained!r}: cannot load its tokenizer ({first}); give a hub "
+                         "id (Qwen/Qwen3-8B, downloaded or in the local hub cache) or a folder with a saved "
+                         "checkpoint and tokenizer") from None
 
 
 def tokenizer_identity(tokenizer) -> dict:
@@ -138,7 +145,7 @@ def run_tokenizer(cfg):
     key hashes its vocabulary and chat template, so a teacher cache is never read through another."""
     if not cfg.base.model.pretrained:
         return get_tokenizer(cfg.tokenizer, cfg.cache_dir)
-    tokenizer = load_pretrained_tokenizer(cfg.base.model)
+    tokenizer = load_pretrained_tokenizer(cfg.base.model, "base")
     ident = tokenizer_identity(tokenizer)
     return tokenizer, f"tokenizer-{config_hash(ident)}"
 

@@ -127,6 +127,8 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
     be checked before work is checked first: the output folder, the device and that the run
     supervises something; an existing record is refused (before training) unless ``overwrite``."""
     started = time.perf_counter()
+    # Pretrained models: the student's tokenizer must be the teacher's (before any folder is made).
+    tokenizer = pretrained_tokenizer(cfg) if cfg.base.model.pretrained else None
     out_dir = Path(out_dir)
     records.check_out_dir(out_dir)
     device = pick_device(cfg.device)
@@ -134,16 +136,23 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
         benchmarks.check_files(cfg.benchmarks, cfg.benchmark_dir)
         benchmarks.check_backend(cfg.eval_backend)
     with torch_threads(cfg.threads):  # the run's thread count, for this run only
-        return _distil(cfg, out_dir, device, started, progress, overwrite)
+        return _distil(cfg, out_dir, device, started, progress, overwrite, tokenizer)
 
 
-def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool) -> dict:
-    # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
-    # The embedded tokenizer, or the student's (pretrained models), which must be the teacher's.
+def pretrained_tokenizer(cfg: RunConfig):
+    """(tokenizer, key) of a run with pretrained models: the student's, checked to be the
+    teacher's (one token-to-id map, one chat template)."""
     tokenizer, tok_key = run_tokenizer(cfg)
+    check_tokenizers(load_pretrained_tokenizer(cfg.teacher.model, "teacher"), tokenizer)
+    return tokenizer, tok_key
+
+
+def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool,
+            tokenizer=None) -> dict:
+    # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
+    # The embedded tokenizer, or the student's (pretrained models: ``pretrained_tokenizer``).
+    tokenizer, tok_key = tokenizer or run_tokenizer(cfg)
     hub_models = bool(cfg.teacher.model.pretrained)
-    if hub_models:
-        check_tokenizers(load_pretrained_tokenizer(cfg.teacher.model), tokenizer)
     corpus, encoded, items, empty = training_data(cfg, tokenizer)
     s = loop_settings(cfg, len(items), len(tokenizer))
     if s.steps < 1:

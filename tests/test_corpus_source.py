@@ -138,7 +138,7 @@ def test_a_hub_run_with_unloadable_models_fails_before_any_work(tmp_path):
     cfg = hub_cfg(cache_dir=str(tmp_path / "cache"),
                   teacher={"model": {"pretrained": str(tmp_path / "no_teacher")}},
                   base={"model": {"pretrained": str(tmp_path / "no_base")}})
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match=r"base.model.pretrained '.*no_base': cannot load its tokenizer"):
         run(cfg, tmp_path / "out")
     assert not (tmp_path / "cache").exists()
 

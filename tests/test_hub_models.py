@@ -165,7 +165,7 @@ def test_a_run_with_another_teacher_template_stops_before_any_model(tok, checkpo
     cfg = hub_run_cfg(checkpoints, tmp_path / "cache", teacher={"model": {"pretrained": str(folder)}})
     with pytest.raises(ValueError, match="chat templates differ"):
         run(cfg, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_local_checkpoint_loads_in_float32_on_cpu_with_no_resolved_revision(chec
     assert source == {"pretrained": str(checkpoints / "teacher"), "revision": None, "resolved_revision": None,
                       "dtype": "float32"}
     tokenizer, key = run_tokenizer(cfg)  # the student's
-    assert tokenizer.get_vocab() == load_pretrained_tokenizer(cfg.teacher.model).get_vocab()
+    assert tokenizer.get_vocab() == load_pretrained_tokenizer(cfg.teacher.model, "teacher").get_vocab()
     assert key.startswith("tokenizer-") and run_tokenizer(cfg)[1] == key
 
 
