@@ -161,7 +161,8 @@ class ModelConfig:
     """A Qwen3 causal LM built from a config (``pretrained`` empty) or loaded from the hub
     (``pretrained: Qwen/Qwen3-4B-Base``), so one code path serves both worlds."""
 
-    pretrained: str = ""
+    pretrained: str = ""  # a hub id (Qwen/Qwen3-8B) or a local folder; "" = built from the fields below
+    revision: str = ""  # the hub revision of ``pretrained`` (branch, tag or commit); "" = the default branch
     hidden_size: int = 64
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
@@ -172,6 +173,9 @@ class ModelConfig:
 
     def __post_init__(self):
         check_types(self)
+        if self.revision and not self.pretrained:
+            raise ValueError(f"revision {self.revision!r} only applies to a pretrained model; set pretrained "
+                             "(a hub id) or leave revision empty")
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                      "intermediate_size"):
             _at_least(self, name, 1)
@@ -338,6 +342,7 @@ class RunConfig:
         _seed(self)
         # --- data and models
         _one_of(self, "init", ("base", "scratch"))
+        self._check_pretrained()
         if self.corpus.source == "synthetic":
             for role in ("teacher", "base") if self.init == "base" else ("teacher",):
                 _check_pretrain_corpus(self.corpus, getattr(self, role), role)
@@ -360,6 +365,24 @@ class RunConfig:
         _at_least(self, "threads", 0)  # 0: torch's default
         if not self.cache_dir:
             raise ValueError("cache_dir must be a folder name, got an empty string")
+
+    def _check_pretrained(self):
+        """Pretrained models (teacher.model.pretrained, base.model.pretrained) come as a pair, on a
+        hub corpus, with the student starting from its pretrained base: the student's tokenizer
+        renders the corpus and must be the teacher's, and nothing is pretrained here."""
+        teacher, base = bool(self.teacher.model.pretrained), bool(self.base.model.pretrained)
+        if not (teacher or base):
+            return
+        if teacher != base:
+            set_, unset = ("teacher", "base") if teacher else ("base", "teacher")
+            raise ValueError(f"{set_}.model.pretrained is set but {unset}.model.pretrained is not: a pretrained "
+                             "teacher distils into a pretrained student (one tokenizer); set both or neither")
+        if self.corpus.source == "synthetic":
+            raise ValueError("teacher.model.pretrained and base.model.pretrained need a hub corpus (corpus.source, "
+                             "e.g. bespoke_stratos); the synthetic corpus trains its own teacher and base student")
+        if self.init != "base":
+            raise ValueError(f"init {self.init!r} with base.model.pretrained: the student starts from the pretrained "
+                             "base; use init base")
 
     def _check_hub_corpus(self):
         """A hub corpus is rendered with the student's chat template and has no synthetic test

@@ -62,7 +62,27 @@ def artefact_config(p) -> dict:
     # artefacts built without it keep their keys (and released hashes their meaning).
     if not d.get("other_task_traces"):
         d.pop("other_task_traces", None)
+    d["model"] = model_identity(p.model)
     return d
+
+
+def model_identity(m) -> dict:
+    """A ModelConfig as hashed: without ``revision`` when it is empty (the field came after the
+    artefact format, so every earlier key holds); a pretrained model is its id and revision
+    only (the architecture fields are not read: the checkpoint has its own)."""
+    if m.pretrained:
+        return {"pretrained": m.pretrained, "revision": m.revision}
+    d = asdict(m)
+    d.pop("revision")
+    return d
+
+
+def role_identity(p) -> dict:
+    """A teacher's or base student's share of the run id: its pretraining config, or for a
+    pretrained model (nothing is pretrained) only which checkpoint it is."""
+    if p.model.pretrained:
+        return {"model": model_identity(p.model)}
+    return artefact_config(p)
 
 
 def benchmark_data(cfg: RunConfig) -> str | dict[str, str]:
@@ -102,9 +122,10 @@ def semantic_config(cfg: RunConfig) -> dict:
         if cfg.eval_temperature == 0:
             d.pop("eval_top_p")  # greedy decoding never reads it
     d["corpus"] = cfg.corpus.identity()  # the fields of its source (a synthetic corpus hashes as before)
-    d["teacher"] = artefact_config(cfg.teacher)
+    # A pretrained teacher or base is its checkpoint (its pretraining settings are inert).
+    d["teacher"] = role_identity(cfg.teacher)
     # A scratch student only takes the base's architecture; the base's training is inert.
-    d["base"] = artefact_config(cfg.base) if cfg.init == "base" else {"model": asdict(cfg.base.model)}
+    d["base"] = role_identity(cfg.base) if cfg.init == "base" else {"model": model_identity(cfg.base.model)}
     return d
 
 

@@ -1,8 +1,17 @@
 """Models and the artefact cache: tokenizer, teacher and base student, each built once per
-config hash under ``cache_dir`` and reused by every run.
+config hash under ``cache_dir`` and reused by every run; or, at paper scale, pretrained
+checkpoints from the hub (or local folders) with the student's tokenizer.
 
     tok, tok_key = get_tokenizer(TokenizerConfig(), "cache")
     model = build_model(ModelConfig(), tok)            # a Qwen3ForCausalLM from a config
+    tok, tok_key = run_tokenizer(cfg)                  # the run's: embedded, or the student's
+    model, source = load_pretrained(cfg.teacher.model, "eager", device, frozen=True)
+
+A pretrained pair shares one tokenizer (the same token-to-id map and chat template:
+``check_tokenizers``) but its heads may be padded past it to different sizes (Qwen3:
+``config.vocab_size`` 151,936 rows for 151,669 tokens). The losses read only the first
+``len(tokenizer)`` rows of either head (``train.output_head``), so padded slots get no
+probability mass on either side (``check_heads``).
 
 Every artefact is written to a temporary folder and renamed into place, so an interrupted
 build never leaves a half-written model that a later run would trust.
@@ -10,6 +19,8 @@ build never leaves a half-written model that a later run would trust.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import shutil
 import tempfile
@@ -104,16 +115,95 @@ def load_model(path: str | Path, attn_implementation: str, device) -> torch.nn.M
     return model.to(device)
 
 
-def check_compatible(teacher, student, teacher_tok, student_tok) -> None:
-    """Token-level KD compares distributions over one vocabulary: refuse anything else."""
-    if teacher_tok.get_vocab() != student_tok.get_vocab():
-        raise ValueError(
-            "teacher and student tokenizers differ; token-level KD needs one shared vocabulary "
-            "(use the teacher's tokenizer for the student, as the paper's Qwen3 pairs do)"
-        )
-    tv, sv = teacher.get_output_embeddings().out_features, student.get_output_embeddings().out_features
+# --- pretrained checkpoints (teacher.model.pretrained, base.model.pretrained) -------------------
+
+
+def load_pretrained_tokenizer(m: ModelConfig, role: str):
+    """The tokenizer (with its chat template) of checkpoint ``m`` (``role``'s: teacher or base):
+    a hub id or a local folder; one that cannot be loaded is a ValueError naming the key."""
+    try:
+        return AutoTokenizer.from_pretrained(m.pretrained, revision=m.revision or None)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{role}.model.pretrained {m.pretrained!r}: cannot load its tokenizer ({first}); give a hub "
+                         "id (Qwen/Qwen3-8B, downloaded or in the local hub cache) or a folder with a saved "
+                         "checkpoint and tokenizer") from None
+
+
+def tokenizer_identity(tokenizer) -> dict:
+    """What a run needs to know of a pretrained tokenizer: its size, the SHA-256 of its
+    token-to-id map and of its chat template (None without one)."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]), ensure_ascii=False)
+    template = tokenizer.chat_template
+    return {"size": len(tokenizer), "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest(),
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None}
+
+
+def run_tokenizer(cfg):
+    """The run's tokenizer and its key: the embedded BPE (cached under ``cache_dir``), or with
+    pretrained models the student's (``base.model.pretrained``), which renders the corpus; its
+    key hashes its vocabulary and chat template, so a teacher cache is never read through another."""
+    if not cfg.base.model.pretrained:
+        return get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    tokenizer = load_pretrained_tokenizer(cfg.base.model, "base")
+    ident = tokenizer_identity(tokenizer)
+    return tokenizer, f"tokenizer-{config_hash(ident)}"
+
+
+def load_pretrained(m: ModelConfig, attn_implementation: str, device, frozen: bool = False):
+    """(model on ``device``, its source) for checkpoint ``m``. A frozen model (the teacher) is
+    loaded in bfloat16 on CUDA (it only runs forward; the losses promote its rows to float32),
+    in float32 elsewhere; a trained one (the student) in float32 (CUDA training autocasts).
+    ``source``: the id or folder, the revision asked for and the one resolved (the hub commit;
+    None for a local folder, whose weights the record names by their hash)."""
+    dtype = torch.bfloat16 if frozen and torch.device(device).type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(m.pretrained, revision=m.revision or None, dtype=dtype,
+                                                 attn_implementation=attn_implementation)
+    # transformers keeps the commit a hub checkpoint resolved to; a plain local folder has none.
+    resolved = None if Path(m.pretrained).is_dir() else getattr(model.config, "_commit_hash", None)
+    source = {"pretrained": m.pretrained, "revision": m.revision or None, "resolved_revision": resolved,
+              "dtype": str(dtype).removeprefix("torch.")}
+    return model.to(device), source
+
+
+def _first_difference(a: dict, b: dict) -> str:
+    for token in sorted(set(a) | set(b)):
+        if a.get(token) != b.get(token):
+            return f"{token!r} is {a.get(token)} in the teacher's and {b.get(token)} in the student's"
+    return ""
+
+
+def check_tokenizers(teacher_tok, student_tok) -> None:
+    """Token-level KD compares distributions over one vocabulary and the student renders every
+    example with its chat template: both must be the teacher's. The vocabularies are compared
+    as token-to-id maps (equal sizes are not enough), then the chat templates."""
+    tv, sv = teacher_tok.get_vocab(), student_tok.get_vocab()
     if tv != sv:
         raise ValueError(
-            f"teacher vocabulary {tv} != student vocabulary {sv}; resize the student's embeddings "
-            "to the teacher's vocabulary"
+            f"teacher and student tokenizers differ ({len(tv)} and {len(sv)} tokens; e.g. token "
+            f"{_first_difference(tv, sv)}); token-level KD needs one shared vocabulary (use the teacher's "
+            "tokenizer for the student, as the paper's Qwen3 pairs do)"
         )
+    if teacher_tok.chat_template != student_tok.chat_template:
+        raise ValueError(
+            "teacher and student chat templates differ; the corpus is rendered with the student's template and the "
+            "teacher must read the same text: use a pair whose tokenizers ship one template (e.g. copy the teacher's "
+            "tokenizer files into the student's folder)"
+        )
+
+
+def check_heads(teacher, student, n_tokens: int) -> None:
+    """Each head needs a row for every token; rows past ``n_tokens`` (padding) are never read."""
+    for role, model in (("teacher", teacher), ("student", student)):
+        rows = model.get_output_embeddings().out_features
+        if rows < n_tokens:
+            raise ValueError(
+                f"{role} vocabulary {rows} is smaller than the tokenizer's {n_tokens} tokens; resize its "
+                "embeddings to the tokenizer (model.resize_token_embeddings)"
+            )
+
+
+def check_compatible(teacher, student, teacher_tok, student_tok) -> None:
+    """One vocabulary and chat template (``check_tokenizers``), heads covering it (``check_heads``)."""
+    check_tokenizers(teacher_tok, student_tok)
+    check_heads(teacher, student, len(student_tok))

@@ -25,7 +25,7 @@ from .data.pipeline import encode, full_sequence_items
 from .data.synthetic import CorpusConfig, make_splits, other_task_examples
 from .evaluate import evaluate, write_test_split
 from .identity import artefact_config, weights_sha256
-from .models import atomic_dir, build_model, get_tokenizer, load_model
+from .models import atomic_dir, build_model, get_tokenizer, load_model, load_pretrained
 from .records import atomic_write_text
 from .scoring import scorer_name
 from .train import LoopSettings, pick_device, train_loop
@@ -93,6 +93,9 @@ def artefact_weights(cfg: RunConfig) -> dict[str, str | None]:
     tok_key = tokenizer_key(cfg.tokenizer)
     out = {}
     for role, p in (("teacher", cfg.teacher), ("base", cfg.base)):
+        if p.model.pretrained:  # known once loaded (a hub download): the dry run does not load it
+            out[role] = None
+            continue
         meta = artefact_path(role, cfg, p, tok_key) / META
         out[role] = json.loads(meta.read_text()).get("weights_sha256") if meta.exists() else None
     if cfg.init != "base":
@@ -143,11 +146,30 @@ def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig):
     return model, meta
 
 
+def from_checkpoint(role: str, cfg: RunConfig, p: PretrainConfig):
+    """(model on the run's device, its meta) for a pretrained ``role`` (``p.model.pretrained``:
+    a hub id or a local folder): nothing is trained or scored here (a hub corpus has no
+    synthetic test split), so the meta's accuracy and quality are None. The teacher is frozen
+    (bfloat16 on CUDA: ``models.load_pretrained``)."""
+    model, source = load_pretrained(p.model, cfg.attn_implementation, pick_device(cfg.device),
+                                    frozen=role == "teacher")
+    meta = {"id": p.model.pretrained, **source, "weights_sha256": weights_sha256(model),
+            "parameters": sum(t.numel() for t in model.parameters()),
+            "vocab_rows": model.get_output_embeddings().out_features,
+            "accuracy": None, "quality": None, "train_seconds": None, "built": None}
+    return model, meta
+
+
 def get_teacher(cfg: RunConfig):
-    model, meta = get_pretrained("teacher", cfg, cfg.teacher)
+    if cfg.teacher.model.pretrained:
+        model, meta = from_checkpoint("teacher", cfg, cfg.teacher)
+    else:
+        model, meta = get_pretrained("teacher", cfg, cfg.teacher)
     model.requires_grad_(False).eval()
     return model, meta
 
 
 def get_base(cfg: RunConfig):
+    if cfg.base.model.pretrained:
+        return from_checkpoint("base", cfg, cfg.base)
     return get_pretrained("base", cfg, cfg.base)

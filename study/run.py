@@ -27,7 +27,8 @@ from .data.pipeline import prepare
 from .evaluate import TASK, evaluate, prepare_benchmarks, run_benchmarks
 from .identity import execution, run_id, weights_sha256
 from .losses import IGNORE_INDEX
-from .models import atomic_dir, build_model, check_compatible, get_tokenizer
+from .models import (atomic_dir, build_model, check_heads, check_tokenizers, load_pretrained_tokenizer,
+                     run_tokenizer, tokenizer_identity)
 from .pretrain import get_base, get_teacher, test_file
 from .scoring import scorer_name
 from .profiling import analytic_flops, profile_step, tensor_bytes
@@ -63,19 +64,10 @@ def training_data(cfg: RunConfig, tokenizer):
     return corpus, encoded, items, empty
 
 
-def check_corpus_runnable(cfg: RunConfig) -> None:
-    """A hub corpus trains a pretrained student from a pretrained teacher, rendered with the
-    student's tokenizer: loading those is issue 12 item 2, not written yet. Fails before any work."""
-    if cfg.corpus.source != "synthetic":
-        raise ValueError(f"corpus.source {cfg.corpus.source!r}: a run on a hub corpus needs the pretrained teacher "
-                         "and student (teacher.model.pretrained, base.model.pretrained, with the student's tokenizer), "
-                         "which the run cannot load yet (issue 12, item 2); `study corpus-stats` reads the corpus "
-                         "already")
-
-
-def loop_settings(cfg: RunConfig, n_items: int) -> LoopSettings:
+def loop_settings(cfg: RunConfig, n_items: int, vocab: int = 0) -> LoopSettings:
+    """The loop's settings; ``vocab``: the tokenizer's size, the head rows the losses read."""
     steps = cfg.epochs * (n_items // cfg.batch_size)
-    return LoopSettings(
+    return LoopSettings(vocab=vocab,
         steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, grad_accum=cfg.grad_accum,
         weight_decay=cfg.weight_decay, warmup=cfg.warmup, grad_clip=cfg.grad_clip, seed=cfg.seed,
         alpha=cfg.alpha, loss=cfg.loss, temperature=cfg.temperature, beta=cfg.beta,
@@ -122,7 +114,7 @@ def measure(model, teacher, items, schedule: list[list[int]], chosen: list[int],
     def teacher_step(i):  # the teacher's share of a step: its body, then its head on the rows
         for b in micro_batches(items, steps[i], s.grad_accum, pad):
             b = {k: v.to(device) for k, v in b.items()}
-            rows = teacher_rows(teacher, b, b["labels"][:, 1:] != IGNORE_INDEX)
+            rows = teacher_rows(teacher, b, b["labels"][:, 1:] != IGNORE_INDEX, s.vocab)
             rows.hidden @ rows.weight.T
 
     teacher_flops = profile_step(teacher_step, len(steps), device)["flops"] if teacher is not None else 0.0
@@ -135,7 +127,8 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
     be checked before work is checked first: the output folder, the device and that the run
     supervises something; an existing record is refused (before training) unless ``overwrite``."""
     started = time.perf_counter()
-    check_corpus_runnable(cfg)
+    # Pretrained models: the student's tokenizer must be the teacher's (before any folder is made).
+    tokenizer = pretrained_tokenizer(cfg) if cfg.base.model.pretrained else None
     out_dir = Path(out_dir)
     records.check_out_dir(out_dir)
     device = pick_device(cfg.device)
@@ -143,27 +136,38 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
         benchmarks.check_files(cfg.benchmarks, cfg.benchmark_dir)
         benchmarks.check_backend(cfg.eval_backend)
     with torch_threads(cfg.threads):  # the run's thread count, for this run only
-        return _distil(cfg, out_dir, device, started, progress, overwrite)
+        return _distil(cfg, out_dir, device, started, progress, overwrite, tokenizer)
 
 
-def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool) -> dict:
+def pretrained_tokenizer(cfg: RunConfig):
+    """(tokenizer, key) of a run with pretrained models: the student's, checked to be the
+    teacher's (one token-to-id map, one chat template)."""
+    tokenizer, tok_key = run_tokenizer(cfg)
+    check_tokenizers(load_pretrained_tokenizer(cfg.teacher.model, "teacher"), tokenizer)
+    return tokenizer, tok_key
+
+
+def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool,
+            tokenizer=None) -> dict:
     # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
-    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    # The embedded tokenizer, or the student's (pretrained models: ``pretrained_tokenizer``).
+    tokenizer, tok_key = tokenizer or run_tokenizer(cfg)
+    hub_models = bool(cfg.teacher.model.pretrained)
     corpus, encoded, items, empty = training_data(cfg, tokenizer)
-    s = loop_settings(cfg, len(items))
+    s = loop_settings(cfg, len(items), len(tokenizer))
     if s.steps < 1:
         raise ValueError(f"{len(items)} training items cannot fill one batch of batch_size={cfg.batch_size}; "
                          "lower batch_size or raise corpus.train_examples")
     check_schedule(s)
 
-    # --- models: cached teacher, student from the cached base (or scratch) --------------------
+    # --- models: cached (or pretrained) teacher, student from the base (or scratch) -----------
     teacher, teacher_meta = get_teacher(cfg)
     if cfg.init == "base":
         student, base_meta = get_base(cfg)
     else:
         torch.manual_seed(cfg.seed)  # independent of whatever the cache lookups trained
         student, base_meta = build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
-    check_compatible(teacher, student, tokenizer, tokenizer)
+    check_heads(teacher, student, len(tokenizer))  # padded past the tokenizer: rows never read
     weights = {"teacher": teacher_meta["weights_sha256"], "base": base_meta["weights_sha256"] if base_meta else None}
     rid = run_id(cfg, weights)
     exe = execution(cfg)
@@ -213,11 +217,14 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
                  f"step with the largest micro-batch; {teacher_where}; memory-mapped cache pages not counted")
 
     # --- evaluate, save ----------------------------------------------------------------------
-    data_file = test_file(cfg, cfg.corpus, tokenizer, tok_key)
-    eval_start = time.perf_counter()
-    quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks,
-                       cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed)
-    eval_seconds = time.perf_counter() - eval_start
+    # A hub corpus has no synthetic test split: its quality is the benchmarks' (below).
+    quality, eval_seconds = None, 0.0
+    if cfg.corpus.source == "synthetic":
+        data_file = test_file(cfg, cfg.corpus, tokenizer, tok_key)
+        eval_start = time.perf_counter()
+        quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks,
+                           cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed)
+        eval_seconds = time.perf_counter() - eval_start
     student_weights = weights_sha256(student)
     if cfg.save_student:
         save_student(student, tokenizer, out_dir, rid)
@@ -245,7 +252,10 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         "config": asdict(cfg),
         "env": {**records.env_info(device), "execution": exe},
         "teacher": {"id": teacher_meta["id"], "weights_sha256": weights["teacher"],
-                    "accuracy": teacher_meta["accuracy"], "quality": teacher_meta["quality"]["test"],
+                    # Pretrained: scored on no synthetic split (None), and where it came from.
+                    "accuracy": teacher_meta["accuracy"],
+                    "quality": teacher_meta["quality"]["test"] if teacher_meta["quality"] else None,
+                    **checkpoint_fields(teacher_meta),
                     "parameters": teacher_meta["parameters"], "train_seconds": teacher_meta["train_seconds"],
                     "built": teacher_meta.get("built"),
                     "cached": cache is not None,
@@ -254,9 +264,11 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
                     "base_weights_sha256": weights["base"],
                     # The base scored on this run's test split, by the base's evaluation settings.
                     "base_accuracy": base_meta["accuracy"] if base_meta else None,
-                    "base_one_op_accuracy": base_meta["quality"]["one_op_facts"]["accuracy"] if base_meta else None,
+                    "base_one_op_accuracy": (base_meta["quality"]["one_op_facts"]["accuracy"]
+                                             if base_meta and base_meta["quality"] else None),
                     # All of it: whether the base already ends its traces (closed_think, ended_eos).
-                    "base_quality": base_meta["quality"]["test"] if base_meta else None,
+                    "base_quality": base_meta["quality"]["test"] if base_meta and base_meta["quality"] else None,
+                    **({f"base_{k}": v for k, v in checkpoint_fields(base_meta).items()} if hub_models else {}),
                     "parameters": sum(p.numel() for p in student.parameters()),
                     "weights_sha256": student_weights,
                     "saved": str(student_path(out_dir, rid).name) if cfg.save_student else None},
@@ -310,16 +322,28 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
             "attention": cfg.attn_implementation,
             "dtype": exe["dtype"],
         },
-        "quality": {TASK: quality},
+        # The synthetic test split's; a hub corpus has none, and its headline is the benchmarks'.
+        "quality": {TASK: quality} if quality is not None else bench,
         "curve": stats["curve"],
     }
     if corpus.info:  # where a hub corpus came from (its resolved revision, files, rows read and kept)
         record["data"]["corpus"] = corpus.info
-    if cfg.benchmarks:  # the paper's benchmarks; the headline quality stays the synthetic split's
+    if hub_models:  # the student's tokenizer, which rendered the corpus (equal to the teacher's)
+        record["data"]["tokenizer"] = {"id": tok_key, "source": cfg.base.model.pretrained,
+                                       **tokenizer_identity(tokenizer)}
+    if cfg.benchmarks:  # the paper's benchmarks (a synthetic run's headline stays its test split)
         record["benchmarks"] = bench
         record["compute"]["benchmark_seconds"] = bench_seconds
     records.write(record, out_dir, overwrite=overwrite)
     return record
+
+
+def checkpoint_fields(meta: dict) -> dict:
+    """Where a pretrained teacher or base came from (hub id or folder, revision asked for and
+    resolved: the hub commit, None for a local folder, named by its weights hash); the dtype it
+    ran in and its head rows. Empty for one trained here."""
+    keys = ("pretrained", "revision", "resolved_revision", "dtype", "vocab_rows")
+    return {k: meta[k] for k in keys} if "pretrained" in meta else {}
 
 
 def _benchmarks(cfg: RunConfig, student, tokenizer, prepared, out_dir: Path, rid: str) -> dict:
@@ -374,6 +398,9 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
             raise ValueError(f"study evaluate changes evaluation settings only ({', '.join(EVAL_KEYS)}), "
                              f"not {key}: train a new run with `study run --set {text}` instead")
     cfg = config_from_dict(rec["config"], list(overrides))
+    if cfg.corpus.source != "synthetic":
+        raise ValueError(f"run {rid} trained on corpus {cfg.corpus.source!r}, which has no synthetic test split: "
+                         "study evaluate re-scores that split only; the run's quality is its benchmarks")
     folder = student_path(runs_dir, rid)
     if not folder.exists():
         raise FileNotFoundError(f"run {rid} has no saved student ({folder}); it ran with save_student=false. "

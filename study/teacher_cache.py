@@ -116,12 +116,14 @@ def sequences_for(cfg: RunConfig, encoded) -> list[tuple[str, list[int]]]:
 
 @torch.no_grad()
 def build(teacher, sequences: list[tuple[str, list[int]]], mode: str, k: int, out: Path, pad_id: int,
-          device) -> None:
-    """Run the teacher once over every sequence and write the cache files into ``out``."""
+          device, vocab: int = 0) -> None:
+    """Run the teacher once over every sequence and write the cache files into ``out``: its
+    distributions over the first ``vocab`` tokens (0: the whole head), so the rows of a head
+    padded past the tokenizer get no mass."""
     if len({sid for sid, _ in sequences}) != len(sequences):  # before the teacher pass, not after
         raise ValueError("example ids must be unique to key the teacher cache")
     start_time = time.perf_counter()
-    vocab = teacher.config.vocab_size
+    vocab = vocab or teacher.config.vocab_size
     lengths = [len(ids) for _, ids in sequences]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     total = int(offsets[-1])
@@ -148,7 +150,7 @@ def build(teacher, sequences: list[tuple[str, list[int]]], mode: str, k: int, ou
             input_ids[row, : lengths[i]] = torch.tensor(sequences[i][1])
             attention[row, : lengths[i]] = 1
         shapes.append((len(chunk), width))
-        logits = teacher(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+        logits = teacher(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[..., :vocab].float()
         for row, i in enumerate(chunk):
             lo, hi = offsets[i], offsets[i + 1]
             ids_out[lo:hi] = np.asarray(sequences[i][1], dtype=np.int32)
@@ -192,12 +194,14 @@ def get_or_build(cfg: RunConfig, teacher, teacher_weights: str, tokenizer, tok_k
                  device) -> tuple[TeacherCache, bool]:
     """The run's teacher cache, built on first use with the run's thread count (so a grid that
     builds it for its cells computes the rows they would). Returns (cache, built_in_this_call)."""
-    mode, k = cache_mode(cfg, teacher.config.vocab_size)
+    vocab = len(tokenizer)  # the real tokens: a padded head's extra rows are never cached
+    mode, k = cache_mode(cfg, vocab)
     threads = resolved_threads(cfg)
     path = Path(cfg.cache_dir) / f"teacher_outputs-{cache_key(cfg, teacher_weights, tok_key, mode, k, threads)}"
     built = not path.exists()
     if built:
         seqs = sequences_for(cfg, encoded)
         with torch_threads(threads):
-            atomic_dir(path, lambda tmp: build(teacher, seqs, mode, k, tmp, tokenizer.pad_token_id, device))
+            atomic_dir(path, lambda tmp: build(teacher, seqs, mode, k, tmp, tokenizer.pad_token_id, device,
+                                                   vocab))
     return TeacherCache.open(path), built

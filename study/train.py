@@ -42,6 +42,10 @@ class LoopSettings:
     lr_div_factor: float = 25.0
     lr_final_div_factor: float = 1e4
     decay_norms_and_embeddings: bool = True
+    # Head rows the losses read: the tokenizer's tokens. A pretrained head padded past them
+    # (Qwen3: 151,936 rows for 151,669 tokens) has rows no token has: none of them gets
+    # probability mass, in the student or the teacher. 0: the whole head.
+    vocab: int = 0
 
 
 @contextlib.contextmanager
@@ -99,16 +103,18 @@ def supervised_targets(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def output_head(model) -> torch.Tensor:
-    """The [V, d] output projection. The chunked loss forms logits as hidden @ head.T, which
-    is the model's own output only without a bias or logit scaling (true of Qwen3)."""
+def output_head(model, vocab: int = 0) -> torch.Tensor:
+    """The [V, d] output projection, its first ``vocab`` rows (0: all). The chunked loss forms
+    logits as hidden @ head.T, which is the model's own output only without a bias or logit
+    scaling (true of Qwen3). Slicing the rows is the softmax over real tokens only: padded
+    slots get no probability and no gradient."""
     head = model.get_output_embeddings()
     scaled = any(getattr(model.config, a, None) for a in ("final_logit_softcapping", "logit_scale"))
     if getattr(head, "bias", None) is not None or scaled:
         raise NotImplementedError(
             f"{type(model).__name__} has an output bias or logit scaling, which the chunked loss "
             "does not apply; use a model whose head is a plain projection (e.g. Qwen3)")
-    return head.weight
+    return head.weight[:vocab] if vocab else head.weight
 
 
 def hidden_rows(model, batch, mask) -> torch.Tensor:
@@ -117,7 +123,7 @@ def hidden_rows(model, batch, mask) -> torch.Tensor:
     return out.last_hidden_state[:, :-1][mask]
 
 
-def teacher_rows(teacher, batch, mask) -> Teacher | None:
+def teacher_rows(teacher, batch, mask, vocab: int = 0) -> Teacher | None:
     """The teacher's view of the supervised rows: cached in the batch, or a live forward."""
     if "teacher_logprobs" in batch:
         return DenseTeacher(batch["teacher_logprobs"][:, :-1][mask])
@@ -127,7 +133,7 @@ def teacher_rows(teacher, batch, mask) -> Teacher | None:
     if teacher is None:
         return None
     with torch.no_grad():
-        return HeadTeacher(hidden_rows(teacher, batch, mask), output_head(teacher))
+        return HeadTeacher(hidden_rows(teacher, batch, mask), output_head(teacher, vocab))
 
 
 def loss_step(model, teacher, batch, s: LoopSettings, num_supervised: int, device) -> LossParts:
@@ -136,10 +142,10 @@ def loss_step(model, teacher, batch, s: LoopSettings, num_supervised: int, devic
     batch = {k: v.to(device) for k, v in batch.items()}
     mask = batch["labels"][:, 1:] != IGNORE_INDEX  # position t predicts the label at t + 1
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        target = teacher_rows(teacher, batch, mask)
+        target = teacher_rows(teacher, batch, mask, s.vocab)
         hidden = hidden_rows(model, batch, mask)
     parts = chunked_distillation_loss(
-        hidden, output_head(model), batch["labels"][:, 1:][mask], target, alpha=s.alpha, kind=s.loss,
+        hidden, output_head(model, s.vocab), batch["labels"][:, 1:][mask], target, alpha=s.alpha, kind=s.loss,
         temperature=s.temperature, beta=s.beta, num_supervised=num_supervised,
     )
     parts.total.backward()

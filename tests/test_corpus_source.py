@@ -1,8 +1,8 @@
 """corpus.source: the run's data from the synthetic generator or a hub corpus (study/data/corpus.py),
 read from the local fixtures (tests/fixtures/hub/README.md) with the tiny Qwen3-style tokenizer of
-tests/test_hub_corpora.py; nothing is downloaded. A hub run stops before any work until pretrained
-teacher and student can be loaded (issue 12, item 2), so the run's data preparation is tested on
-its own (``run.training_data``) and ``study corpus-stats`` through the CLI."""
+tests/test_hub_corpora.py; nothing is downloaded. The run's data preparation is tested on
+its own (``run.training_data``) and ``study corpus-stats`` through the CLI; a whole hub run, with
+tiny local checkpoints, is in tests/test_hub_models.py."""
 
 from __future__ import annotations
 
@@ -131,10 +131,16 @@ def test_nothing_left_fails_clearly(tok, tmp_path):
         training_data(cfg, tok)
 
 
-def test_a_hub_run_stops_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"needs the pretrained teacher and student .*issue 12, item 2"):
-        run(hub_cfg(cache_dir=str(tmp_path / "cache")), tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+def test_a_hub_run_with_unloadable_models_fails_before_any_work(tmp_path):
+    """Pretrained folders that do not exist (and are no hub id): the run fails at the first
+    tokenizer it loads, before any corpus, model or record (tests/test_hub_models.py runs
+    a hub corpus to a record with local checkpoints)."""
+    cfg = hub_cfg(cache_dir=str(tmp_path / "cache"),
+                  teacher={"model": {"pretrained": str(tmp_path / "no_teacher")}},
+                  base={"model": {"pretrained": str(tmp_path / "no_base")}})
+    with pytest.raises(ValueError, match=r"base.model.pretrained '.*no_base': cannot load its tokenizer"):
+        run(cfg, tmp_path / "out")
+    assert not (tmp_path / "cache").exists()
 
 
 # --- corpus statistics ---------------------------------------------------------------------------

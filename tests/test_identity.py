@@ -127,6 +127,25 @@ def test_cases_cover_every_config_field():
                              | {"corpus.min_score"})  # min_score: synthetic1 only, below
 
 
+# A pretrained teacher or base is its checkpoint: which one (and its revision) changes the id,
+# its pretraining settings (nothing is pretrained) and architecture fields (the checkpoint has
+# its own) do not.
+HUB_MODEL_SEMANTIC = {"teacher.model.pretrained": "Qwen/Qwen3-4B", "teacher.model.revision": "abc123",
+                      "base.model.pretrained": "Qwen/Qwen3-0.6B-Base", "base.model.revision": "abc123"}
+HUB_MODEL_INERT = {"teacher.steps": 5, "teacher.lr": 0.1, "teacher.model.hidden_size": 8, "base.train_examples": 50,
+                   "base.one_op": True, "base.model.num_hidden_layers": 7}
+
+
+@pytest.mark.parametrize("dotted", sorted(HUB_MODEL_SEMANTIC))
+def test_every_pretrained_model_change_changes_the_id(dotted):
+    assert _id(_with(**{**HUB, dotted: HUB_MODEL_SEMANTIC[dotted]})) != _id(_with(**HUB))
+
+
+@pytest.mark.parametrize("dotted", sorted(HUB_MODEL_INERT))
+def test_pretraining_settings_of_a_pretrained_model_are_inert(dotted):
+    assert _id(_with(**{**HUB, dotted: HUB_MODEL_INERT[dotted]})) == _id(_with(**HUB))
+
+
 @pytest.mark.parametrize("dotted", sorted(HUB_SEMANTIC))
 def test_every_hub_corpus_change_changes_the_id(dotted):
     assert _id(_with(**{**HUB, dotted: HUB_SEMANTIC[dotted]})) != _id(_with(**HUB))
