@@ -145,8 +145,12 @@ class TokenizerConfig:
     """The embedded default's BPE, trained once on a fixed mix of every corpus variant so that
     the teacher, the base student and every student share one vocabulary."""
 
-    vocab_size: int = 256  # 192 split "Wait" and "double-check" into letters (results/LOG.md)
+    vocab_size: int = 192
     seed: int = 0
+    # Which mix of corpus variants it is trained on (models.tokenizer_texts): 1, the committed
+    # study's; 2 adds exploration steps and 0-3 verification passes (configs/spread.yaml, with
+    # vocab_size 256: at 192 "Wait, let me double-check." is spelt letter by letter).
+    texts: int = 1
 
     def __post_init__(self):
         check_types(self)
@@ -154,6 +158,8 @@ class TokenizerConfig:
             raise ValueError(f"vocab_size must be an integer >= 100 (the 96-character alphabet and 4 special "
                              f"tokens), got {self.vocab_size}")
         _seed(self)
+        if self.texts not in (1, 2):
+            raise ValueError(f"texts must be 1 or 2 (the mixes of models.tokenizer_texts), got {self.texts}")
 
 
 @dataclass(frozen=True)

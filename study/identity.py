@@ -27,6 +27,7 @@ from dataclasses import asdict
 import torch
 
 from .config import NON_SEMANTIC, RunConfig, config_hash
+from .models import tokenizer_fields
 
 # Where and how a run is executed or stored (the part of the execution that does change the
 # numbers is in ``execution``), and what is measured about it: profiled steps run on a
@@ -107,7 +108,10 @@ def semantic_config(cfg: RunConfig) -> dict:
         d.pop("beta")  # the JSD mixture weight; no other divergence reads it
     if cfg.lsp == 1.0:
         d.pop("window")  # every window of the whole sequence is the whole sequence
-        d.pop("keep_answer")  # and keeps its ending
+    if cfg.lsp == 1.0 or not cfg.keep_answer:
+        # The whole sequence keeps its ending; keep_answer false is the run from before the
+        # field existed, and hashes as it did then.
+        d.pop("keep_answer")
     if not cfg.teacher_cache:
         d.pop("teacher_cache_mode"), d.pop("teacher_cache_topk")
     else:
@@ -122,6 +126,7 @@ def semantic_config(cfg: RunConfig) -> dict:
         if cfg.eval_temperature == 0:
             d.pop("eval_top_p")  # greedy decoding never reads it
     d["corpus"] = cfg.corpus.identity()  # the fields of its source (a synthetic corpus hashes as before)
+    d["tokenizer"] = tokenizer_fields(cfg.tokenizer)  # its first mix of texts hashes as before
     # A pretrained teacher or base is its checkpoint (its pretraining settings are inert).
     d["teacher"] = role_identity(cfg.teacher)
     # A scratch student only takes the base's architecture; the base's training is inert.

@@ -36,15 +36,16 @@ from .data.tokenizer import train_tokenizer
 
 
 def tokenizer_texts(cfg: TokenizerConfig) -> list[str]:
-    """A fixed mix of every corpus variant (both layouts, 1-6 operations, with and without
-    exploration), so the one vocabulary covers the default, the late-answer and the
-    base-student corpora."""
+    """A fixed mix of every corpus variant (both layouts, 1-6 operations; with ``texts`` 2 also
+    exploration steps and 0-3 verification passes), so the one vocabulary covers the default,
+    the late-answer and the base-student corpora (and the spread corpus)."""
     texts = []
+    knobs = {"min_verify": 1, "max_verify": 3} if cfg.texts == 1 else \
+        {"min_verify": 0, "max_verify": 3, "min_explore": 0, "max_explore": 3}
     for layout in ("early", "late"):
         for ops in range(1, 7):
-            corpus = CorpusConfig(min_ops=ops, max_ops=ops, min_verify=0, max_verify=3, min_explore=0,
-                                  max_explore=3, layout=layout, train_examples=200, val_examples=0,
-                                  test_examples=0, seed=cfg.seed)
+            corpus = CorpusConfig(min_ops=ops, max_ops=ops, **knobs, layout=layout, train_examples=200,
+                                  val_examples=0, test_examples=0, seed=cfg.seed)
             texts += [f"{e.question} {e.completion}" for e in make_splits(corpus)["train"]]
     random.Random(cfg.seed).shuffle(texts)
     return texts
@@ -69,13 +70,17 @@ def atomic_dir(final: Path, build) -> Path:
     return final
 
 
-# Bumped when ``tokenizer_texts`` changes, so a cached tokenizer trained on other texts is
-# never taken for this one (2: exploration steps and verify counts from 0).
-TOKENIZER_TEXTS = 2
-
-
 def tokenizer_key(cfg: TokenizerConfig) -> str:
-    return f"tokenizer-{config_hash({'config': asdict(cfg), 'texts': TOKENIZER_TEXTS})}"
+    return f"tokenizer-{config_hash(tokenizer_fields(cfg))}"
+
+
+def tokenizer_fields(cfg: TokenizerConfig) -> dict:
+    """The tokenizer config for hashes: the first mix of texts hashes as it did before the
+    ``texts`` field existed, so its cached tokenizer and every id built on it hold."""
+    d = asdict(cfg)
+    if d["texts"] == 1:
+        d.pop("texts")
+    return d
 
 
 def get_tokenizer(cfg: TokenizerConfig, cache_dir: str | Path):

@@ -349,7 +349,7 @@ def halves_controls_table(df: pd.DataFrame, reference: RunConfig | None = None) 
 
 TRUNCATION_KEYS = ("lsp", "keep_answer")
 # What a regime may change: the base student and how lightly it is fine-tuned (a contrast such
-# as configs/grids/forgetful_base.yaml), never the task, the teacher or the implementation.
+# as a base student that forgets how to stop), never the task, the teacher or the implementation.
 REGIME_KEYS = ("base.", "lr", "epochs", "batch_size", "weight_decay", "warmup")
 
 

@@ -21,14 +21,14 @@ from study.grid import load_grid, prepare, run_grid, status
 from tiny import tiny_config
 
 GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids"
-STUDY = ("supervision", "truncation", "halves", "controls", "forgetful_base")
+STUDY = ("supervision", "truncation", "halves", "controls")
 HEADLINE_SEEDS = {42, 43, 44, 45, 46}
 
 
 @pytest.mark.parametrize("name, variants, runs", [
     ("supervision", 6, 6 * 3 + 2 * 2),  # CoT and P+CoT+A: five seeds
     ("truncation", 13, 10 * 3 + 2 * 2 + 3 + 5 + 3),  # lsp 0.5 and 1.0: five; lead span + ending at 0.5: five
-    ("halves", 3, 3 * 5), ("controls", 5, 5 * 3), ("forgetful_base", 3, 3 * 5), ("quick", 4, 4)])
+    ("halves", 3, 3 * 5), ("controls", 5, 5 * 3), ("quick", 4, 4)])
 def test_shipped_grids_expand(name, variants, runs):
     grid = load_grid(GRIDS / f"{name}.yaml")
     assert len(grid.cells) == runs and not grid.duplicates
@@ -44,7 +44,7 @@ def test_shipped_grids_expand(name, variants, runs):
 
 def test_headline_cells_have_five_seeds():
     """The cells behind the headline comparisons (lsp 0.5 and 1.0, left/middle/right, CoT and
-    P+CoT+A, the lead span that keeps its ending, the contrast regime) run seeds 42-46."""
+    P+CoT+A, the lead span that keeps its ending) run seeds 42-46."""
     cells = [c for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells]
     default = RunConfig()
 
@@ -62,7 +62,6 @@ def test_headline_cells_have_five_seeds():
         assert seeds(lambda c: default_regime(c) and c.lsp == 0.5 and c.window == window
                      and not c.keep_answer) == HEADLINE_SEEDS
     assert seeds(lambda c: default_regime(c) and c.lsp == 0.5 and c.keep_answer) == HEADLINE_SEEDS
-    assert seeds(lambda c: c.base != default.base and c.lsp == 0.5) == HEADLINE_SEEDS
 
 
 def test_a_cell_with_its_own_seeds_adds_nothing_under_quick():
@@ -82,8 +81,7 @@ def test_study_grids_cover_the_paper_variables():
     assert budget and all(c.lsp == 0.5 and c.corpus.train_examples == 2 * RunConfig().corpus.train_examples
                           for c in budget)
     # Shared cells are one run: P+CoT+A at lsp 1.0 is in both the supervision and truncation grids.
-    # The forgetful_base contrast shares no run with the rest (another base student).
-    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 22 + 45 - 5 + 15 - 5 + 15 + 15
+    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 22 + 45 - 5 + 15 - 5 + 15
 
 
 def test_random_mask_control_matches_lsp_half(tokenizer):

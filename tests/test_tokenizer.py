@@ -83,9 +83,8 @@ def test_eos_and_pad(tokenizer):
 
 
 def test_vocab_size(tokenizer):
-    # 224 trained entries (specials included; vocab_size 256 is an upper bound: the BPE stops
-    # when every word of its texts is one token) + the two added think tags.
-    assert len(tokenizer) == 226
+    # 192 trained entries (specials included) + the two added think tags.
+    assert len(tokenizer) == 194
 
 
 def test_expression_is_one_token_per_character(tokenizer):
@@ -235,9 +234,19 @@ def test_get_tokenizer_key_depends_on_config_and_texts(monkeypatch):
     a = tokenizer_key(TokenizerConfig())
     b = tokenizer_key(TokenizerConfig(vocab_size=200))
     c = tokenizer_key(TokenizerConfig(seed=1))
-    monkeypatch.setattr(study.models, "TOKENIZER_TEXTS", study.models.TOKENIZER_TEXTS + 1)
-    d = tokenizer_key(TokenizerConfig())  # trained on other texts: never the cached one
+    d = tokenizer_key(TokenizerConfig(texts=2))  # trained on other texts: never the cached one
     assert len({a, b, c, d}) == 4
+    # The first mix hashes as before the texts field existed (the committed study's tokenizer).
+    assert a == f"tokenizer-{config_hash({'vocab_size': 192, 'seed': 0})}" == "tokenizer-8292a5433f02"
+
+
+def test_spread_texts_train_a_tokenizer_with_room_for_their_words(tmp_path):
+    tok, _ = get_tokenizer(TokenizerConfig(vocab_size=256, texts=2), tmp_path)
+    # 224 trained entries (vocab_size is an upper bound: the BPE stops when every word of its
+    # texts is one token) + the two think tags; the verification cue is words, not letters.
+    assert len(tok) == 226
+    assert len(tok.encode("Wait, let me double-check.", add_special_tokens=False)) == 9
+    assert len(tok.encode("Maybe 4*2 first? No, the brackets come first.", add_special_tokens=False)) == 15
 
 
 def test_failed_build_leaves_no_folder(tmp_path, monkeypatch):

@@ -6,9 +6,11 @@ answer appears"): the CoT restates the problem, explores (a variable number of p
 abandoned steps: "Maybe 2-5 first? No, the brackets come first."), derives the answer step by
 step, states it in ``\\boxed{}``, then runs a variable number of verification passes ("Wait,
 let me double-check.") that recompute and restate it; the answer section A is a one-line
-summary with the final ``\\boxed{}``. The two variable counts spread the first answer over
-most of the CoT with its mean near the middle, as the paper reports for real traces
-(``study corpus-stats`` prints the distribution; ``figures/first_answer_position``).
+summary with the final ``\\boxed{}``. With the counts of ``configs/spread.yaml`` (0-3
+exploratory steps, 1-3 verification passes) the first answer spreads over most of the CoT
+with its mean near the middle, as the paper reports for real traces (``study corpus-stats``
+prints the distribution; ``figures/first_answer_position``); the defaults (no exploration,
+two passes) are the corpus of the committed study.
 
 The ``late`` layout puts the reflection passes *before* the derivation (planning passes that
 name the operations without computing them), so the answer appears only at the end of the
@@ -44,22 +46,23 @@ BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 class CorpusConfig:
     """The run's corpus (``corpus.*``): ``source`` synthetic (this module's generator, the
     default) or one of the paper's five hub corpora (study/data/hub.py, read by
-    study/data/corpus.py). The synthetic knobs' defaults spread the first answer over most of
-    the CoT with its mean near the middle (results/LOG.md has the distribution, measured by
-    ``study corpus-stats``). Knobs that do not apply to the source must stay at their defaults
+    study/data/corpus.py). The synthetic knobs' defaults are the corpus of the committed study
+    (the first answer at about 0.40 of the CoT); ``configs/spread.yaml`` spreads it over most
+    of the CoT with its mean near the middle (results/LOG.md has both distributions, measured
+    by ``study corpus-stats``). Knobs that do not apply to the source must stay at their defaults
     (``SYNTHETIC_ONLY``, ``HUB_ONLY``) and are left out of every hash (``identity``), so a
     synthetic corpus hashes exactly as before the hub sources existed."""
 
     source: str = "synthetic"  # synthetic | openthoughts | bespoke_stratos | sky_t1 | synthetic1 | nemotron
     min_ops: int = 2  # difficulty: operations per problem, inclusive range
     max_ops: int = 3
-    min_verify: int = 1  # reflection passes after (early) or before (late) the derivation
-    max_verify: int = 3
+    min_verify: int = 2  # reflection passes after (early) or before (late) the derivation
+    max_verify: int = 2
     # Exploration before the derivation (both layouts): planning or abandoned steps that do
     # not state the answer. With max_explore 0 no count is drawn, so a corpus without
     # exploration is the same corpus as before the knob existed.
     min_explore: int = 0
-    max_explore: int = 3
+    max_explore: int = 0
     layout: str = "early"  # "early": answer near the middle of the CoT; "late": at its end
     modulus: int = 10  # single-digit arithmetic: one token per number
     train_examples: int = 3200
@@ -135,6 +138,9 @@ class CorpusConfig:
         dict it gave before ``source`` and the hub fields existed."""
         names = [f.name for f in dataclasses.fields(self)]
         keep = [n for n in names if n not in HUB_ONLY + ("source",)] if self.source == "synthetic" else HUB_FIELDS
+        if self.source == "synthetic" and not self.max_explore:
+            # No exploration is the corpus from before the knob: it hashes as it did then.
+            keep = [n for n in keep if n not in ("min_explore", "max_explore")]
         return {n: getattr(self, n) for n in keep}
 
 
