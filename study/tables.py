@@ -368,8 +368,8 @@ def _regimes(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def ending_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
     """Per regime (the reference, then each contrast with a run that keeps its ending): the full
-    sequence, then per lsp the plain lead span and the lead span that keeps its ending
-    (``keep_answer``) where present: accuracy (mean, CI), retention against the regime's lsp
+    sequence, then at each lsp where a lead span keeps its ending (``keep_answer``) the plain
+    lead span and that one: accuracy (mean, CI), retention against the regime's lsp
     1.0 (CI as in the truncation table), first-\boxed{} accuracy, how generations end (share
     closing </think>, share at the token limit, mean generated tokens: the inference cost) and
     the training cost as ratios to lsp 1.0 (tokens forwarded, FLOPs). Shown only when some run
@@ -383,8 +383,8 @@ def ending_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.Dat
     for regime in _regimes(df):
         name = variant_label(regime) if regime else "reference"
         full = select(df, regime)
-        lsps = sorted({v["lsp"] for v in df["variant"]
-                       if "lsp" in v and {k: x for k, x in v.items() if k not in TRUNCATION_KEYS} == regime})
+        lsps = sorted({v["lsp"] for v in df["variant"]  # where the regime has a lead span + ending
+                       if v.get("keep_answer") and {k: x for k, x in v.items() if k not in TRUNCATION_KEYS} == regime})
         settings = [("full sequence (lsp 1.0)", regime)]
         for lsp in lsps:
             settings += [(f"lead span, lsp {_proportion(lsp)}", {**regime, "lsp": lsp}),

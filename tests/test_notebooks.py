@@ -60,13 +60,15 @@ def test_notebooks_run_in_quick_mode_and_regenerate_tables_and_figures(tiny_cach
     for name in GRID_NOTEBOOKS:
         _run(name, tmp_path, **common)
     df = records.load(tmp_path / "runs")
-    assert len(df) == 6 + 9 + 2 + 5  # supervision, truncation (lsp 1.0 shared), halves (left shared), controls
+    # supervision, truncation (lsp 1.0 shared) with its three lead spans + ending, halves (left
+    # shared), controls
+    assert len(df) == 6 + 9 + 3 + 2 + 5
     for name in ("supervision", "truncation", "halves", "controls"):
         summary = json.loads((tmp_path / "runs" / f"{name}.grid.json").read_text())
         assert summary["failed"] == 0
 
     _run("paper", tmp_path, **common, tables_dir=str(tmp_path / "tables"), figures_dir=str(tmp_path / "figures"))
-    for table in ("supervision", "truncation", "halves_controls", "significance", "significance_first_boxed"):
+    for table in ("supervision", "truncation", "halves_controls", "ending", "significance", "significance_first_boxed"):
         for ext in ("md", "tex", "csv"):
             assert (tmp_path / "tables" / f"{table}.{ext}").stat().st_size > 0
     for fig in ("accuracy_vs_lsp", "compute_quality", "supervision", "halves", "first_answer_position",
