@@ -221,7 +221,8 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         raise ValueError(f"--set {' '.join(overrides)}: {e}") from None
 
     cells, seen, dupes = [], {}, []
-    for label, sets, seed in ((label, sets, seed) for label, sets, cell_seeds in variations for seed in cell_seeds):
+    runs = [(label, sets, seed) for label, sets, cell_seeds in variations for seed in cell_seeds]
+    for label, sets, seed in runs:
         where = f"{path}: cell {label!r}, seed {seed}"
         try:
             cfg = config_from_dict(_apply(data, {**sets, "seed": seed}), list(overrides))

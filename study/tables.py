@@ -237,6 +237,18 @@ def supervision_table(df: pd.DataFrame, reference: RunConfig | None = None) -> p
     return _frame(_reference_rows(pd.concat(used)), rows, _ci_note(methods))
 
 
+def _retention(sel: pd.DataFrame, full: pd.DataFrame, column: str, name: str, setting: str,
+               methods: dict[tuple[str, str], str]) -> dict[str, float]:
+    """Retention columns ``name`` (mean, CI) of ``sel`` against the lsp 1.0 rows ``full`` by
+    ``column`` (analysis.ratio_ci), its method kept in ``methods[(setting, name)]``; NaN
+    without lsp 1.0 rows."""
+    if not len(full):
+        return {name: math.nan, name + LOW: math.nan, name + HIGH: math.nan}
+    est = ratio_ci(sel, full, column)
+    methods[(setting, name)] = est.method
+    return {name: est.mean, name + LOW: est.low, name + HIGH: est.high}
+
+
 def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
     """Per lead-span proportion present (sorted): accuracy (mean, CI), retention = acc(lsp) /
     acc(lsp 1.0) with a 95% CI, by the paper's answer rule and by the first \\boxed{}, and
@@ -262,13 +274,7 @@ def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd
         setting = f"lsp {_proportion(lsp)}"
         row = {SETTING: setting, "lsp": lsp, **_summary(sel, costs, methods, setting)}
         for name, column in ((RETENTION, ACC), (RETENTION_FIRST, "accuracy_first_boxed")):
-            if len(full):
-                est = ratio_ci(sel, full, column)
-                mean, low, high = est.mean, est.low, est.high
-                retention_methods[(setting, name)] = est.method
-            else:
-                mean = low = high = math.nan
-            row.update({name: mean, name + LOW: low, name + HIGH: high})
+            row.update(_retention(sel, full, column, name, setting, retention_methods))
         for name in (CLOSED, GENERATED):  # do its students still end their traces?
             row[name] = _mean(sel, STOPPING_COLUMNS[name])
         for name in costs:  # ratio of means: costs barely vary over seeds
@@ -395,11 +401,7 @@ def ending_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.Dat
                 continue
             setting = f"{name}: {label}"
             row = {"regime": name, SETTING: label, **_summary(sel, (), methods, setting)}
-            est = ratio_ci(sel, full, ACC) if len(full) else None
-            if est is not None:
-                retention_methods[(setting, RETENTION)] = est.method
-            row.update({RETENTION: est.mean if est else math.nan, RETENTION + LOW: est.low if est else math.nan,
-                        RETENTION + HIGH: est.high if est else math.nan})
+            row.update(_retention(sel, full, ACC, RETENTION, setting, retention_methods))
             for column, source in STOPPING_COLUMNS.items():
                 row[column] = _mean(sel, source)
             for cost in (TOKENS, FLOPS):

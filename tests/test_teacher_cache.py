@@ -76,9 +76,12 @@ def test_one_full_sequence_entry_serves_every_prefix_run(world):
     assert again.path == first.path and not built_again
 
 
-@pytest.mark.parametrize("window", ["middle", "right"])
-def test_windows_use_their_own_teacher_pass(world, window):
-    cfg = tiny_config(world[4], lsp=0.5, window=window)
+# Middle and right windows start the sequence elsewhere; a lead span that keeps its ending
+# joins the ending to the cut: each is the teacher in another context.
+@pytest.mark.parametrize("view", [{"window": "middle"}, {"window": "right"}, {"keep_answer": True}],
+                         ids=["middle", "right", "keep_answer"])
+def test_windows_use_their_own_teacher_pass(world, view):
+    cfg = tiny_config(world[4], lsp=0.5, **view)
     cache, _ = _cache(world, cfg)
     full, _ = _cache(world, tiny_config(world[4]))
     assert cache.path != full.path
@@ -89,16 +92,8 @@ def test_windows_use_their_own_teacher_pass(world, window):
         full.attach(items)
 
 
-def test_a_lead_span_that_keeps_its_ending_has_its_own_teacher_pass(world):
-    cfg = tiny_config(world[4], lsp=0.5, keep_answer=True)
-    cache, _ = _cache(world, cfg)
-    full, _ = _cache(world, tiny_config(world[4]))
-    assert cache.path != full.path
-    _check_same(world, cfg, cache)
-    items, _ = prepare(world[1], cfg)
-    with pytest.raises(ValueError, match="not a prefix"):  # the ending follows the cut, not the CoT
-        full.attach(items)
-    assert teacher_cache.view_of(tiny_config(world[4], keep_answer=True)) is None  # lsp 1.0: the sequence
+def test_a_lead_span_that_keeps_its_ending_at_lsp_1_is_the_sequence(world):
+    assert teacher_cache.view_of(tiny_config(world[4], keep_answer=True)) is None
 
 
 def test_key_changes_with_what_determines_the_outputs(world):

@@ -93,38 +93,21 @@ def answer_stats(examples, tokenizer):
     ``ANSWER_STATES``); positions are NaN where the answer is missing or not in the CoT."""
     import pandas as pd
 
-    from ..sections import Section, locate_sections
+    from .pipeline import position_row, sectioned
     from .tokenizer import think_ids
 
     if not examples:
         raise ValueError("answer_stats: there are no examples to measure (corpus.train_examples must be >= 1)")
-    think, end_think = think_ids(tokenizer)
-    rows = []
+    tags, rows = think_ids(tokenizer), []
     for ex in examples:
-        enc = tokenizer(ex.text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        secs = locate_sections(ids, think, end_think, example=ex.id)
-        n = {s: secs.count(s) for s in Section}
-        completion = n[Section.COT] + n[Section.ANSWER]
-        answer, state, pos = final_answer(ex), "no_answer", None
+        ids, offsets, n = sectioned(tokenizer, ex.text, ex.id, tags)
+        answer, state, end_char = final_answer(ex), "no_answer", None
         if answer is not None:
             # The reasoning between the tags, searched as a whole word (not inside 15 for 5).
             body_start, body_end = ex.cot_start + len(hub.THINK), ex.cot_end - len(hub.END_THINK)
             pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(answer) + r"(?![0-9A-Za-z])")
             found = pattern.search(ex.text, body_start, body_end)
             state = "in_cot" if found else "not_in_cot"
-            if found:
-                last_tok = next(i for i, (_, e) in enumerate(offsets) if e >= found.end())
-                pos = last_tok + 1 - n[Section.PROMPT]  # tokens of the completion up to the answer's end
-        rows.append({
-            "id": ex.id,
-            "tokens": len(ids),
-            "tokens_P": n[Section.PROMPT],
-            "tokens_CoT": n[Section.COT],
-            "tokens_A": n[Section.ANSWER],
-            "tokens_completion": completion,
-            "first_answer_in_completion": pos / completion if pos is not None else float("nan"),
-            "first_answer_in_cot": pos / n[Section.COT] if pos is not None else float("nan"),
-            "answer": state,
-        })
+            end_char = found.end() if found else None
+        rows.append({**position_row(ex.id, ids, offsets, n, end_char), "answer": state})
     return pd.DataFrame(rows).set_index("id")

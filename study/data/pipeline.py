@@ -142,30 +142,42 @@ def corpus_stats(examples, tokenizer):
 
     if not examples:
         raise ValueError("corpus_stats: there are no examples to measure (corpus.train_examples must be >= 1)")
-    think, end_think = think_ids(tokenizer)
-    rows = []
+    tags, rows = think_ids(tokenizer), []
     for ex in examples:
         text = render_sequence(tokenizer, ex.question, ex.completion)
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        secs = locate_sections(ids, think, end_think, example=ex.id)
-        n = {s: secs.count(s) for s in Section}
-        start = n[Section.PROMPT]  # completion starts at <think>
+        ids, offsets, n = sectioned(tokenizer, text, ex.id, tags)
         # First boxed answer inside the completion (the prompt has none).
-        found = BOXED.search(text, pos=offsets[start][0])
+        found = BOXED.search(text, pos=offsets[n[Section.PROMPT]][0])
         if found is None or not n[Section.COT]:
             raise ValueError(f"corpus_stats: example {ex.id} has no \\boxed{{}} answer or no CoT in its completion")
-        end_char = found.end()
-        last_tok = next(i for i, (_, e) in enumerate(offsets) if e >= end_char)
-        pos = last_tok + 1 - start
-        rows.append({
-            "id": ex.id,
-            "tokens": len(ids),
-            "tokens_P": n[Section.PROMPT],
-            "tokens_CoT": n[Section.COT],
-            "tokens_A": n[Section.ANSWER],
-            "tokens_completion": n[Section.COT] + n[Section.ANSWER],
-            "first_answer_in_completion": pos / (n[Section.COT] + n[Section.ANSWER]),
-            "first_answer_in_cot": pos / n[Section.COT],
-        })
+        rows.append(position_row(ex.id, ids, offsets, n, found.end()))
     return pd.DataFrame(rows).set_index("id")
+
+
+def sectioned(tokenizer, text: str, example_id: str, tags: tuple[int, int]):
+    """``text`` tokenised: (ids, character offsets, tokens per section); ``tags`` are the ids
+    of <think> and </think> (``think_ids``)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    secs = locate_sections(ids, *tags, example=example_id)
+    return ids, offsets, {s: secs.count(s) for s in Section}
+
+
+def position_row(example_id: str, ids, offsets, n: dict, end_char: int | None) -> dict:
+    """A ``corpus_stats`` row: tokens per section and where the answer that ends at character
+    ``end_char`` ends, as a fraction of the completion (CoT + A) and of the CoT (NaN for None)."""
+    completion = n[Section.COT] + n[Section.ANSWER]
+    pos = None
+    if end_char is not None:
+        last_tok = next(i for i, (_, e) in enumerate(offsets) if e >= end_char)
+        pos = last_tok + 1 - n[Section.PROMPT]  # tokens of the completion up to the answer's end
+    return {
+        "id": example_id,
+        "tokens": len(ids),
+        "tokens_P": n[Section.PROMPT],
+        "tokens_CoT": n[Section.COT],
+        "tokens_A": n[Section.ANSWER],
+        "tokens_completion": completion,
+        "first_answer_in_completion": pos / completion if pos is not None else float("nan"),
+        "first_answer_in_cot": pos / n[Section.COT] if pos is not None else float("nan"),
+    }
