@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--run", required=True, metavar="RUN_ID", help="the run id (its record's file name)")
     p_eval.add_argument("--runs", default="results/runs", help="folder of the record and its saved student")
     p_eval.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an evaluation setting: eval_examples, max_gen_toks or eval_batch_size; repeatable")
+                        help="an evaluation setting (eval_examples, max_gen_toks, eval_batch_size, samples, eval_temperature, eval_top_p), such as samples=8 with eval_temperature=0.6 for the paper's decoding; repeatable")
     try:
         args = parser.parse_args(argv)
     except UsageError as e:

@@ -300,12 +300,15 @@ class RunConfig:
     max_gen_toks: int = 256  # new tokens per generation (paper 32,768 on its benchmarks)
     eval_batch_size: int = 50
     # The paper's benchmarks (study/benchmarks.py), scored after the synthetic test split; empty:
-    # the synthetic split only, and the settings below are unused.
+    # the synthetic split only, and benchmark_dir and eval_backend are unused.
     benchmarks: tuple = ()  # names: aime24, aime25 (the paper's), math500, gpqa_diamond
     benchmark_dir: str = ""  # folder with one <name>.jsonl per benchmark in the hub schema; "" = the hub
-    samples: int = 64  # samples per problem (paper 64); pass@1 is averaged over them
-    eval_temperature: float = 0.6  # paper (lighteval); `temperature` above is the KD loss's
-    eval_top_p: float = 0.95  # paper
+    # Decoding of every evaluation (the synthetic test split and the benchmarks). The embedded
+    # default decodes greedily, one generation per problem; the paper samples 64 per problem at
+    # temperature 0.6, top_p 0.95 (configs/paper/*.yaml set those) and pass@1 is averaged over them.
+    samples: int = 1  # generations per problem
+    eval_temperature: float = 0.0  # 0 = greedy; `temperature` above is the KD loss's
+    eval_top_p: float = 0.95  # the paper's; read only when sampling
     eval_backend: str = "hf"  # hf (in-memory model) | vllm (the paper's; needs the vllm package)
     # --- measurement -------------------------------------------------------------------------
     attn_implementation: str = "eager"  # eager: the profiler sees the attention matmuls
@@ -417,7 +420,7 @@ class RunConfig:
         _at_least(self, "eval_temperature", 0.0)
         _interval(self, "eval_top_p", 0, 1, "(]")
         _one_of(self, "eval_backend", BACKENDS)
-        if self.benchmarks and self.samples > 1 and self.eval_temperature == 0:
+        if self.samples > 1 and self.eval_temperature == 0:
             raise ValueError(f"samples {self.samples} with eval_temperature 0: greedy decoding gives one "
                              "generation n times; sample (eval_temperature > 0) or set samples=1")
 

@@ -34,6 +34,7 @@ from . import benchmarks, scoring
 from .data.synthetic import first_boxed, last_boxed
 from .data.tokenizer import END_THINK, render_prompt
 from .records import atomic_write_text
+from .tasks.metrics import process_results as metrics_process_results
 
 TASK = "study_synthetic"
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -56,9 +57,16 @@ def task_manager(data_file: str) -> TaskManager:
 
 
 def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch_size: int,
-             raw_path: Path | None = None, seed: int = 0) -> dict:
-    """Greedy generation on the first ``n`` test problems. Returns the accuracy by the paper's
-    rule with its stderr over problems, both box diagnostics, and how the generations ended."""
+             raw_path: Path | None = None, seed: int = 0, samples: int = 1, temperature: float = 0.0,
+             top_p: float = 1.0) -> dict:
+    """Generation on the first ``n`` test problems: greedy (``samples`` 1, ``temperature`` 0,
+    the embedded default) or ``samples`` samples per problem at ``temperature`` and ``top_p``
+    (the paper's decoding: 64 at 0.6 and 0.95). Returns the accuracy by the paper's rule (with
+    samples, pass@1: the mean over problems of each problem's share of correct samples) with its
+    stderr over problems, both box diagnostics, and how the generations ended."""
+    if samples > 1 or temperature > 0:
+        return _evaluate_sampled(model, tokenizer, data_file, n, max_gen_toks, batch_size, raw_path, seed,
+                                 samples, temperature, top_p)
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
               max_length=model.config.max_position_embeddings)
@@ -92,13 +100,9 @@ def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch
         "stderr_first_boxed": res["exact_match_stderr,first_boxed"],
         # Scored from a plain number (no closed box): chance credit on small-integer answers.
         "fallback_share": sum(map(scoring.scored_by_fallback, gens)) / n_gen,
-        # How generations ended. Students trained on a lead span never see </think> or the end
-        # token and may not stop; the only stop string is the end token.
-        "closed_think": sum(END_THINK in g for g in gens) / n_gen,
-        "ended_eos": sum(n_tok < max_gen_toks for n_tok in lengths) / n_gen,
-        "hit_token_limit": sum(n_tok >= max_gen_toks for n_tok in lengths) / n_gen,
-        "mean_generated_tokens": sum(lengths) / n_gen,
-        "max_gen_toks": max_gen_toks,
+        **ending_stats(gens, lengths, max_gen_toks),
+        "samples": 1,
+        "temperature": 0.0,
     }
     if raw_path is not None:
         raw = {k: out[k] for k in ("results", "configs", "versions", "n-samples") if k in out}
@@ -108,6 +112,97 @@ def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch
              "correct": {"paper": ok, "last_boxed": last_boxed(gen) == str(s["target"]),
                          "first_boxed": first_boxed(gen) == str(s["target"])}}
             for s, gen, ok in zip(samples, gens, paper)
+        ]
+        atomic_write_text(raw_path, json.dumps(raw, indent=1, default=str))
+    return quality
+
+
+def ending_stats(gens: list[str], lengths: list[int], max_gen_toks: int) -> dict:
+    """How generations ended. Students trained on a lead span never see </think> or the end
+    token and may not stop; the only stop string is the end token."""
+    n = len(gens)
+    return {
+        "closed_think": sum(END_THINK in g for g in gens) / n,
+        "ended_eos": sum(k < max_gen_toks for k in lengths) / n,
+        "hit_token_limit": sum(k >= max_gen_toks for k in lengths) / n,
+        "mean_generated_tokens": sum(lengths) / n,
+        "max_gen_toks": max_gen_toks,
+    }
+
+
+def _share_stderr(per_problem: list[float]) -> tuple[float, float]:
+    """The mean of per-problem scores and its stderr over problems (their standard deviation / sqrt(n))."""
+    n = len(per_problem)
+    return sum(per_problem) / n, (statistics.stdev(per_problem) / math.sqrt(n) if n > 1 else math.nan)
+
+
+def synthetic_task(data_file: Path, samples: int, temperature: float, top_p: float, max_gen_toks: int) -> dict:
+    """The shipped ``study_synthetic`` task, sampled: ``samples`` repeats of each problem with
+    ``do_sample`` at ``temperature`` / ``top_p``, all n samples kept (take_first_k) and scored by
+    the paper's rule (tasks/metrics.py), as the paper's benchmarks are."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    spec = load_yaml(TASKS_DIR / f"{TASK}.yaml", resolve_func=True)
+    spec.pop("custom_dataset")
+    spec.update(dataset_path="json", dataset_kwargs={"data_files": {"test": str(Path(data_file).resolve())}},
+                repeats=samples, process_results=metrics_process_results,
+                filter_list=[{"name": "samples", "filter": [{"function": "take_first_k", "k": samples}]}],
+                metric_list=[{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}])
+    spec["generation_kwargs"] = {"until": spec["generation_kwargs"]["until"], "do_sample": temperature > 0,
+                                 "temperature": temperature, "top_p": top_p, "max_gen_toks": max_gen_toks}
+    return spec
+
+
+def _evaluate_sampled(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch_size: int,
+                      raw_path: Path | None, seed: int, samples: int, temperature: float, top_p: float) -> dict:
+    model.eval()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+              max_length=model.config.max_position_embeddings)
+    spec = synthetic_task(data_file, samples, temperature, top_p, max_gen_toks)
+    out = simple_evaluate(
+        model=lm, tasks=[spec], task_manager=TaskManager(include_defaults=False), limit=n, log_samples=True,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    logged = out["samples"][TASK]
+    gens = [list(s["resps"][0]) for s in logged]  # one request per problem, its n samples
+    targets = [str(s["target"]) for s in logged]
+    rules = {"paper": scoring.correct, "last_boxed": lambda g, t: last_boxed(g) == t,
+             "first_boxed": lambda g, t: first_boxed(g) == t}
+    per_sample = {rule: [[bool(f(g, t)) for g in gs] for gs, t in zip(gens, targets)] for rule, f in rules.items()}
+    share = {rule: [sum(v) / len(v) for v in vs] for rule, vs in per_sample.items()}
+    flat = [g for gs in gens for g in gs]
+    lengths = [len(tokenizer.encode(g, add_special_tokens=False)) for g in flat]
+    accuracy, stderr = _share_stderr(share["paper"])
+    last, stderr_last = _share_stderr(share["last_boxed"])
+    first, stderr_first = _share_stderr(share["first_boxed"])
+    quality = {
+        "accuracy": accuracy,  # the paper's rule: pass@1 over the samples
+        "stderr": stderr,
+        "scorer": scoring.scorer_name(),
+        "n": len(gens),
+        "accuracy_last_boxed": last,
+        "stderr_last_boxed": stderr_last,
+        "accuracy_first_boxed": first,
+        "stderr_first_boxed": stderr_first,
+        "fallback_share": sum(map(scoring.scored_by_fallback, flat)) / len(flat),
+        **ending_stats(flat, lengths, max_gen_toks),
+        "samples": samples,
+        "temperature": temperature,
+        "top_p": top_p,
+        # lm-eval's own aggregate of the paper's rule (tasks/metrics.py): a cross-check
+        "accuracy_lm_eval": out["results"][TASK]["pass@1,samples"],
+        # 1.0 when every problem's samples all differ (a problem can repeat a short answer)
+        "distinct_samples": sum(len(set(g)) / len(g) for g in gens) / len(gens),
+    }
+    if raw_path is not None:
+        raw = {k: out[k] for k in ("results", "configs", "versions", "n-samples") if k in out}
+        # ``correct`` holds each problem's share of correct samples per rule (what the tables'
+        # bootstrap over problems resamples); ``correct_samples`` each sample's score.
+        raw["samples"] = [
+            {"id": s["doc"]["id"], "prompt": s["doc"]["prompt"], "target": t, "generations": gs,
+             "correct": {rule: share[rule][i] for rule in rules},
+             "correct_samples": {rule: per_sample[rule][i] for rule in rules}}
+            for i, (s, gs, t) in enumerate(zip(logged, gens, targets))
         ]
         atomic_write_text(raw_path, json.dumps(raw, indent=1, default=str))
     return quality
@@ -193,9 +288,8 @@ def run_benchmarks(model, tokenizer, prepared: dict[str, tuple[Path, dict]], sam
         n_problems, res, b = len(per_problem), out["results"][name], benchmarks.BENCHMARKS[name]
         qualities[name] = {
             "task": name,
-            "pass@1": sum(per_problem) / n_problems,
-            # the standard deviation of the per-problem means over problems / sqrt(problems)
-            "stderr": statistics.stdev(per_problem) / math.sqrt(n_problems) if n_problems > 1 else math.nan,
+            # the mean over problems of the per-problem shares, and its stderr over problems
+            **dict(zip(("pass@1", "stderr"), _share_stderr(per_problem))),
             "n_problems": n_problems,
             "samples": samples,
             "temperature": temperature,
@@ -215,9 +309,7 @@ def run_benchmarks(model, tokenizer, prepared: dict[str, tuple[Path, dict]], sam
             # lm-eval's own aggregate of the same scores (tasks/metrics.py): a cross-check
             "pass@1_lm_eval": res["pass@1,samples"],
             "stderr_lm_eval": res["pass@1_stderr,samples"],
-            "mean_generated_tokens": sum(lengths) / len(lengths),
-            "closed_think": sum(END_THINK in g for g in flat) / len(flat),
-            "hit_token_limit": sum(n >= max_gen_toks for n in lengths) / len(lengths),
+            **{k: v for k, v in ending_stats(flat, lengths, max_gen_toks).items() if k != "max_gen_toks"},
             "fallback_share": (sum(map(scoring.scored_by_fallback, flat)) / len(flat) if b.schema == "math"
                                else None),
             # 1.0 when every problem's samples all differ; near 1/samples if sampling were off

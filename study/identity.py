@@ -39,6 +39,9 @@ ARTEFACT_EVAL = ("eval_examples", "eval_max_gen_toks", "eval_batch_size")
 # The paper's benchmarks and how they are sampled: inert when ``benchmarks`` is empty (nothing
 # reads them), so adding them left every earlier run id as it was.
 BENCHMARK_KEYS = ("benchmarks", "benchmark_dir", "samples", "eval_temperature", "eval_top_p", "eval_backend")
+# How the synthetic test split is decoded: hashed unless greedy with one generation, the only
+# decoding before the keys applied to it, so every earlier run id holds.
+DECODING_KEYS = ("samples", "eval_temperature", "eval_top_p")
 # Added tokens of the embedded tokenizer beyond its BPE vocabulary (<think>, </think>).
 ADDED_TOKENS = 2
 
@@ -119,8 +122,12 @@ def semantic_config(cfg: RunConfig) -> dict:
         if d["teacher_cache_mode"] == "exact":
             d.pop("teacher_cache_topk")
     if not cfg.benchmarks:
+        greedy = cfg.samples == 1 and cfg.eval_temperature == 0
         for key in BENCHMARK_KEYS:
-            d.pop(key)
+            if greedy or key not in DECODING_KEYS:
+                d.pop(key)
+        if not greedy and cfg.eval_temperature == 0:
+            d.pop("eval_top_p")
     else:
         d["benchmark_dir"] = benchmark_data(cfg)
         if cfg.eval_temperature == 0:

@@ -223,7 +223,8 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         data_file = test_file(cfg, cfg.corpus, tokenizer, tok_key)
         eval_start = time.perf_counter()
         quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks,
-                           cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed)
+                           cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed,
+                           **decoding(cfg))
         eval_seconds = time.perf_counter() - eval_start
     student_weights = weights_sha256(student)
     if cfg.save_student:
@@ -374,7 +375,12 @@ def save_student(student, tokenizer, out_dir: Path, rid: str) -> Path:
     return atomic_dir(path, lambda tmp: (student.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
-EVAL_KEYS = ("eval_examples", "max_gen_toks", "eval_batch_size")
+EVAL_KEYS = ("eval_examples", "max_gen_toks", "eval_batch_size", "samples", "eval_temperature", "eval_top_p")
+
+
+def decoding(cfg: RunConfig) -> dict:
+    """How the synthetic test split is decoded (study.evaluate.evaluate's keywords)."""
+    return dict(samples=cfg.samples, temperature=cfg.eval_temperature, top_p=cfg.eval_top_p)
 
 
 def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
@@ -412,6 +418,8 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
         raise ValueError(f"{folder}: its weights differ from those run {rid} recorded; the files were changed")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
+    if cfg.samples == 1 and cfg.eval_temperature == 0:  # greedy: keyed as before sampling was offered
+        settings = {k: v for k, v in settings.items() if k not in ("samples", "eval_temperature", "eval_top_p")}
     key = {**settings, "attn_implementation": cfg.attn_implementation, "execution": execution(cfg),
            "scorer": scorer_name()}
     out = folder / "evaluations" / f"{config_hash(key)}.json"
@@ -419,7 +427,7 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
         return records.read(out)
     data_file = test_file(cfg, cfg.corpus, tokenizer, tokenizer_key(cfg.tokenizer))
     quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks, cfg.eval_batch_size,
-                       raw_path=out.with_suffix(".lm_eval.json"), seed=cfg.seed)
+                       raw_path=out.with_suffix(".lm_eval.json"), seed=cfg.seed, **decoding(cfg))
     result = {"run_id": rid, "settings": settings, "quality": {TASK: quality},
               "env": records.env_info(device)}
     records.atomic_write_text(out, json.dumps(result, indent=1))

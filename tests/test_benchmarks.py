@@ -202,7 +202,8 @@ def test_config_validation():
         ({"eval_temperature": -0.1}, "eval_temperature must be a number >= 0"),
         ({"eval_backend": "tgi"}, "eval_backend must be one of hf, vllm"),
         ({"benchmark_dir": "x"}, "benchmarks is empty"),
-        ({"benchmarks": ["aime24"], "eval_temperature": 0}, "greedy decoding"),
+        ({"benchmarks": ["aime24"], "samples": 64, "eval_temperature": 0}, "greedy decoding"),
+        ({"samples": 4}, "greedy decoding"),  # the synthetic split is decoded by the same keys
     ]:
         with pytest.raises(ValueError) as e:
             config_from_dict(data)
@@ -235,7 +236,7 @@ def test_a_run_with_benchmarks_records_them_and_keeps_the_synthetic_headline(tin
     # A scratch student takes only the base's architecture: a longer context without a new base.
     cfg = tiny_config(tiny_cache, init="scratch", base={"model": {**vars(STUDENT), "max_position_embeddings": 512}},
                       benchmarks=["aime24", "gpqa_diamond"], benchmark_dir=str(FIXTURES), samples=2,
-                      save_student=False)
+                      eval_temperature=0.6, save_student=False)
     rec = run(cfg, tmp_path, progress=False)
     assert set(rec["quality"]) == {"study_synthetic"}  # the headline stays the synthetic split's
     assert list(rec["benchmarks"]) == ["aime24", "gpqa_diamond"]

@@ -26,6 +26,7 @@ def _with(**dotted) -> RunConfig:
     return config_from_dict({}, [f"{k}={v}" for k, v in dotted.items()])
 
 
+BENCH = {"benchmarks": "[aime24]", "samples": 64, "eval_temperature": 0.6}  # the paper's decoding
 # (what changes, a config with it changed) for every field that can change a run's results.
 SEMANTIC = {
     "condition": _with(condition="CoT"),
@@ -58,13 +59,17 @@ SEMANTIC = {
     "max_gen_toks": _with(max_gen_toks=128),
     "eval_batch_size": _with(eval_batch_size=10),
     "attn_implementation": _with(attn_implementation="sdpa"),
-    # The benchmark settings, each against a run that scores benchmarks (BENCH_REF, below).
-    "benchmarks": _with(benchmarks="[aime24, math500]"),
-    "benchmark_dir": _with(benchmarks="[aime24]", benchmark_dir=BENCH_DIR),
-    "samples": _with(benchmarks="[aime24]", samples=8),
-    "eval_temperature": _with(benchmarks="[aime24]", eval_temperature=1.0),
-    "eval_top_p": _with(benchmarks="[aime24]", eval_top_p=0.9),
-    "eval_backend": _with(benchmarks="[aime24]", eval_backend="vllm"),
+    # The benchmark settings, each against a run that scores benchmarks with the paper's
+    # decoding (BENCH_REF, below).
+    "benchmarks": _with(**{**BENCH, "benchmarks": "[aime24, math500]"}),
+    "benchmark_dir": _with(**BENCH, benchmark_dir=BENCH_DIR),
+    "samples": _with(**{**BENCH, "samples": 8}),
+    "eval_temperature": _with(**{**BENCH, "eval_temperature": 1.0}),
+    "eval_top_p": _with(**{**BENCH, "eval_top_p": 0.9}),
+    "eval_backend": _with(**BENCH, eval_backend="vllm"),
+    # The synthetic split's decoding, against the greedy default.
+    "samples (synthetic split)": _with(samples=8, eval_temperature=0.6),
+    "eval_temperature (synthetic split)": _with(eval_temperature=0.6),
     "threads": _with(threads=max(1, torch.get_num_threads()) + 1),
 }
 NESTED_SEMANTIC = {  # one representative change per nested config, plus every corpus knob
@@ -99,13 +104,12 @@ INERT = {
     "teacher.eval_max_gen_toks": _with(**{"teacher.eval_max_gen_toks": 128}),
     "base.eval_batch_size": _with(**{"base.eval_batch_size": 10}),
     "lsp=1 (int)": RunConfig(lsp=1),
-    # Nothing reads the benchmark settings of a run without benchmarks (every earlier id holds).
-    "samples (no benchmarks)": _with(samples=8),
-    "eval_temperature (no benchmarks)": _with(eval_temperature=1.0),
-    "eval_top_p (no benchmarks)": _with(eval_top_p=0.5),
+    # Nothing reads the benchmark backend of a run without benchmarks, nor top_p of a greedy
+    # one (every earlier id holds).
+    "eval_top_p (greedy, no benchmarks)": _with(eval_top_p=0.5),
     "eval_backend (no benchmarks)": _with(eval_backend="vllm"),
 }
-BENCH_REF = _with(benchmarks="[aime24]")
+BENCH_REF = _with(**BENCH)
 # A run on a hub corpus (it needs pretrained models and benchmarks); the hub-only corpus fields
 # change its id, and are no part of a synthetic corpus's (test_synthetic_default_id_unchanged).
 HUB = {"corpus.source": "bespoke_stratos", "corpus.train_examples": 7, "corpus.val_examples": 1,
@@ -199,6 +203,8 @@ def test_every_benchmark_setting_changes_the_id_of_a_run_with_benchmarks(name):
 def test_greedy_decoding_ignores_top_p():
     greedy = {"benchmarks": "[aime24]", "samples": 1, "eval_temperature": 0}
     assert _id(_with(**greedy, eval_top_p=0.5)) == _id(_with(**greedy))
+    n_greedy = {"samples": 1, "eval_temperature": 0}  # the synthetic split, sampled at 0 is refused
+    assert _id(_with(**n_greedy, eval_top_p=0.5)) == _id(_with(**n_greedy)) == _id(REF)
 
 
 def test_benchmark_dir_counts_by_content(tmp_path):

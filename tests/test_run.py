@@ -273,3 +273,52 @@ def test_a_changed_artefact_is_refused(tiny_cache, tmp_path):
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match="weights hash"):
         get_teacher(tiny_config(copy_dir))
+
+
+def test_the_paper_sampled_decoding_scores_each_problem_by_its_share_of_correct_samples(two_runs, tiny_cache):
+    """With samples, the synthetic split is decoded as the paper decodes its benchmarks: n
+    distinct samples per problem, each scored by the paper's rule, pass@1 = the mean over
+    problems of each problem's share; the tables' per-problem matrix reads those shares."""
+    import pandas as pd
+
+    from study.analysis import problem_correctness
+    from study.run import rescore, student_path
+
+    out, full, _ = two_runs
+    sampled = rescore(out, full["run_id"], ["samples=3", "eval_temperature=1.0", "eval_examples=6"])
+    q = sampled["quality"][TASK]
+    assert (q["samples"], q["temperature"], q["top_p"], q["n"]) == (3, 1.0, 0.95, 6)
+    raws = list((student_path(out, full["run_id"]) / "evaluations").glob("*.lm_eval.json"))
+    raw = next(json.loads(p.read_text()) for p in raws if len(json.loads(p.read_text())["samples"]) == 6)
+    shares = []
+    for doc in raw["samples"]:
+        gens = doc["generations"]
+        assert len(gens) == 3
+        scored = [correct(g, str(doc["target"])) for g in gens]  # each sample, by the paper's rule
+        assert doc["correct_samples"]["paper"] == scored and doc["correct"]["paper"] == sum(scored) / 3
+        shares.append(sum(scored) / 3)
+    assert q["accuracy"] == pytest.approx(sum(shares) / 6) and q["accuracy_lm_eval"] == pytest.approx(q["accuracy"])
+    assert q["distinct_samples"] > 1 / 3  # sampling on: a greedy decoder repeats one generation
+    # the greedy record is untouched and its re-score keyed as before
+    assert rescore(out, full["run_id"])["quality"][TASK]["accuracy"] == full["quality"][TASK]["accuracy"]
+    with pytest.raises(ValueError, match="greedy decoding"):
+        rescore(out, full["run_id"], ["samples=3"])  # n copies of one greedy generation
+    # the per-problem matrix of the tables takes each problem's share
+    path = next(p for p in raws if len(json.loads(p.read_text())["samples"]) == 6)
+    record = path.with_name(path.name.removesuffix(".lm_eval.json") + ".json")
+    rows = pd.DataFrame({"path": [str(record)], "accuracy": [q["accuracy"]]})
+    matrix, reason = problem_correctness(rows)
+    assert reason == "" and sorted(matrix.iloc[0].tolist()) == sorted(shares)
+
+
+def test_a_sampled_run_is_another_run_and_a_greedy_one_keeps_its_id(tiny_cache):
+    from dataclasses import asdict, replace
+
+    weights = {"teacher": "t", "base": "b"}
+    greedy = tiny_config(tiny_cache)
+    explicit = asdict(greedy)  # a record's config: every key written out
+    assert "samples" in explicit and run_id(greedy, weights) == run_id(replace(greedy, samples=1), weights)
+    sampled = replace(greedy, samples=4, eval_temperature=0.6)
+    assert run_id(sampled, weights) != run_id(greedy, weights)
+    assert run_id(replace(sampled, eval_top_p=0.5), weights) != run_id(sampled, weights)
+    assert run_id(replace(greedy, eval_top_p=0.5), weights) == run_id(greedy, weights)  # greedy never reads it
