@@ -26,13 +26,14 @@ import math
 import statistics
 from pathlib import Path
 
+import torch
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from . import benchmarks, scoring
 from .data.synthetic import first_boxed, last_boxed
-from .data.tokenizer import END_THINK, render_prompt
+from .data.tokenizer import END_THINK, render_prompt, think_ids
 from .records import atomic_write_text
 from .tasks.metrics import process_results as metrics_process_results
 
@@ -128,6 +129,37 @@ def ending_stats(gens: list[str], lengths: list[int], max_gen_toks: int) -> dict
         "mean_generated_tokens": sum(lengths) / n,
         "max_gen_toks": max_gen_toks,
     }
+
+
+@torch.no_grad()
+def ending_prior(model, tokenizer, examples, batch_size: int = 50) -> dict:
+    """Whether a model still ends traces, read off its distribution rather than its generations:
+    teacher-forced on the gold traces of ``examples``, the mean probability it gives to
+    ``</think>`` where the gold trace closes its reasoning, and to the end token where the trace
+    ends. A lead-span student never sees either position; the base student and the teacher
+    are the references. (With a variable number of verification passes the teacher itself
+    cannot know which pass is the last, so its value is below 1.)"""
+    from .data.pipeline import encode
+
+    was_training = model.training
+    model.eval()
+    _, end_think = think_ids(tokenizer)
+    device = next(model.parameters()).device
+    close, end = [], []
+    encoded = encode(examples, tokenizer)
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        width = max(len(e.ids) for e in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        for row, e in enumerate(chunk):  # right padding: a causal model's earlier positions are unchanged
+            ids[row, :len(e.ids)] = torch.tensor(e.ids)
+        probs = model(input_ids=ids.to(device)).logits.float().softmax(-1).cpu()
+        for row, e in enumerate(chunk):
+            at = e.ids.index(end_think)
+            close.append(probs[row, at - 1, end_think].item())
+            end.append(probs[row, len(e.ids) - 2, e.ids[-1]].item())  # the last token is the end token
+    model.train(was_training)
+    return {"p_close_think": sum(close) / len(close), "p_end_token": sum(end) / len(end), "n": len(close)}
 
 
 def _share_stderr(per_problem: list[float]) -> tuple[float, float]:

@@ -24,7 +24,8 @@ from . import benchmarks, records, teacher_cache
 from .config import RunConfig
 from .data.corpus import load_corpus
 from .data.pipeline import prepare
-from .evaluate import TASK, evaluate, prepare_benchmarks, run_benchmarks
+from .data.synthetic import make_splits
+from .evaluate import TASK, ending_prior, evaluate, prepare_benchmarks, run_benchmarks
 from .identity import execution, run_id, weights_sha256
 from .losses import IGNORE_INDEX
 from .models import (atomic_dir, build_model, check_heads, check_tokenizers, load_pretrained_tokenizer,
@@ -168,6 +169,11 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         torch.manual_seed(cfg.seed)  # independent of whatever the cache lookups trained
         student, base_meta = build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
     check_heads(teacher, student, len(tokenizer))  # padded past the tokenizer: rows never read
+    # Whether the teacher and the base (the student before distillation) end traces, read off
+    # their distributions on the gold test traces (evaluate.ending_prior); the student's after.
+    gold = make_splits(cfg.corpus)["test"][:cfg.eval_examples] if cfg.corpus.source == "synthetic" else None
+    teacher_prior = ending_prior(teacher, tokenizer, gold, cfg.eval_batch_size) if gold else None
+    base_prior = ending_prior(student, tokenizer, gold, cfg.eval_batch_size) if gold and base_meta else None
     weights = {"teacher": teacher_meta["weights_sha256"], "base": base_meta["weights_sha256"] if base_meta else None}
     rid = run_id(cfg, weights)
     exe = execution(cfg)
@@ -225,6 +231,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         quality = evaluate(student, tokenizer, data_file, cfg.eval_examples, cfg.max_gen_toks,
                            cfg.eval_batch_size, raw_path=out_dir / f"{rid}.lm_eval.json", seed=cfg.seed,
                            **decoding(cfg))
+        quality["ending_prior"] = ending_prior(student, tokenizer, gold, cfg.eval_batch_size)
         eval_seconds = time.perf_counter() - eval_start
     student_weights = weights_sha256(student)
     if cfg.save_student:
@@ -259,6 +266,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
                     **checkpoint_fields(teacher_meta),
                     "parameters": teacher_meta["parameters"], "train_seconds": teacher_meta["train_seconds"],
                     "built": teacher_meta.get("built"),
+                    "ending_prior": teacher_prior,
                     "cached": cache is not None,
                     "cache": cache.record(cache_built) if cache else None},
         "student": {"init": cfg.init, "base_id": base_meta["id"] if base_meta else None,
@@ -269,6 +277,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
                                              if base_meta and base_meta["quality"] else None),
                     # All of it: whether the base already ends its traces (closed_think, ended_eos).
                     "base_quality": base_meta["quality"]["test"] if base_meta and base_meta["quality"] else None,
+                    "base_ending_prior": base_prior,
                     **({f"base_{k}": v for k, v in checkpoint_fields(base_meta).items()} if hub_models else {}),
                     "parameters": sum(p.numel() for p in student.parameters()),
                     "weights_sha256": student_weights,

@@ -61,6 +61,9 @@ FLOPS = "train FLOPs (profiled steps, extrapolated)"  # compute.flops_profiler: 
 CLOSED = "closes </think>"  # share of generations (quality.*.closed_think)
 AT_LIMIT = "at the token limit"  # share of generations (quality.*.hit_token_limit)
 GENERATED = "generated tokens"  # mean per generation: the inference cost
+# Teacher-forced on the gold test traces: the probability of </think> where the trace closes
+# its reasoning (quality.*.ending_prior, evaluate.ending_prior); NaN in records before it.
+PRIOR = "P(</think>) at the gold end"
 RETENTION = "retention"
 RETENTION_FIRST = r"retention (first \boxed{})"
 LOW, HIGH = " CI low", " CI high"  # suffixes of the interval columns
@@ -77,6 +80,7 @@ STOPPING_COLUMNS = {  # table column -> record column (means over seeds): how ge
     CLOSED: "quality.study_synthetic.closed_think",
     AT_LIMIT: "quality.study_synthetic.hit_token_limit",
     GENERATED: "quality.study_synthetic.mean_generated_tokens",
+    PRIOR: "quality.study_synthetic.ending_prior.p_close_think",
 }
 
 TEACHER = "teacher"
@@ -275,7 +279,7 @@ def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd
         row = {SETTING: setting, "lsp": lsp, **_summary(sel, costs, methods, setting)}
         for name, column in ((RETENTION, ACC), (RETENTION_FIRST, "accuracy_first_boxed")):
             row.update(_retention(sel, full, column, name, setting, retention_methods))
-        for name in (CLOSED, GENERATED):  # do its students still end their traces?
+        for name in (CLOSED, GENERATED, PRIOR):  # do its students still end their traces?
             row[name] = _mean(sel, STOPPING_COLUMNS[name])
         for name in costs:  # ratio of means: costs barely vary over seeds
             denominator = full_costs[name]

@@ -62,6 +62,9 @@ def test_record_contract(two_runs):
     assert "teacher freed" in compute["peak_memory_scope"]
     q = rec["quality"][TASK]
     assert q["n"] == 8 and 0 <= q["accuracy"] <= 1 and "stderr" in q and "accuracy_first_boxed" in q
+    assert (q["samples"], q["temperature"]) == (1, 0.0)  # greedy, one generation per problem
+    for prior in (q["ending_prior"], rec["teacher"]["ending_prior"], rec["student"]["base_ending_prior"]):
+        assert prior["n"] == 8 and 0 <= prior["p_close_think"] <= 1 and 0 <= prior["p_end_token"] <= 1
     assert {"step", "loss", "ce", "kd"} <= set(rec["curve"][0])
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
 
@@ -322,3 +325,33 @@ def test_a_sampled_run_is_another_run_and_a_greedy_one_keeps_its_id(tiny_cache):
     assert run_id(sampled, weights) != run_id(greedy, weights)
     assert run_id(replace(sampled, eval_top_p=0.5), weights) != run_id(sampled, weights)
     assert run_id(replace(greedy, eval_top_p=0.5), weights) == run_id(greedy, weights)  # greedy never reads it
+
+
+def test_the_ending_prior_is_each_gold_trace_s_probability_of_closing_and_ending(tiny_cache, tokenizer):
+    """Batched with right padding, it equals the probability of </think> and of the end token
+    at their gold positions, read one example at a time; a model that was never trained gives
+    them about 1/V."""
+    from study.data.pipeline import encode
+    from study.data.synthetic import make_splits
+    from study.evaluate import ending_prior
+    from study.pretrain import get_teacher
+
+    cfg = tiny_config(tiny_cache)
+    examples = make_splits(cfg.corpus)["test"][:5]
+    teacher, _ = get_teacher(cfg)
+    got = ending_prior(teacher, tokenizer, examples, batch_size=2)
+    end_think = tokenizer.convert_tokens_to_ids("</think>")
+    close, end = [], []
+    for e in encode(examples, tokenizer):
+        with torch.no_grad():
+            probs = teacher(input_ids=torch.tensor([e.ids])).logits[0].softmax(-1)
+        at = e.ids.index(end_think)
+        close.append(probs[at - 1, end_think].item())
+        end.append(probs[-2, tokenizer.eos_token_id].item())
+    assert got["n"] == 5
+    assert got["p_close_think"] == pytest.approx(sum(close) / 5, abs=1e-6)
+    assert got["p_end_token"] == pytest.approx(sum(end) / 5, abs=1e-6)
+    torch.manual_seed(0)  # an untrained model's distribution is close to uniform: about 1/V each
+    untrained = ending_prior(build_model(TINY_MODEL, tokenizer), tokenizer, examples)
+    for key in ("p_close_think", "p_end_token"):
+        assert 0.25 / len(tokenizer) < untrained[key] < 4 / len(tokenizer)
