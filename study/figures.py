@@ -85,9 +85,15 @@ def _figure(w: float, h: float, constrained: bool = True) -> Figure:
 # --- saving ---------------------------------------------------------------------------------------
 
 
+# No creation time in the files, so the same records redraw the same bytes (``make paper``
+# leaves the committed figures untouched); a PNG holds none by default.
+STABLE_METADATA = {"png": {}, "pdf": {"CreationDate": None}}
+
+
 def save(fig: Figure, name: str, out_dir: str | Path = "figures") -> list[Path]:
     """Write ``<out_dir>/<name>.png`` (150 dpi) and ``<name>.pdf`` atomically (temporary file,
-    then ``os.replace``) and close the figure. Returns the two paths."""
+    then ``os.replace``) and close the figure; the files carry no timestamp, so equal figures
+    are equal bytes. Returns the two paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -96,7 +102,8 @@ def save(fig: Figure, name: str, out_dir: str | Path = "figures") -> list[Path]:
             final = out / f"{name}.{ext}"
             tmp = out / f".{name}.{os.getpid()}.tmp.{ext}"
             try:
-                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", facecolor="white")
+                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", facecolor="white",
+                            metadata=STABLE_METADATA[ext])
                 os.replace(tmp, final)
             finally:
                 tmp.unlink(missing_ok=True)

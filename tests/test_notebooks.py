@@ -1,8 +1,15 @@
-"""The notebooks: stored without outputs, one literal `parameters` cell each, and every one runs
-through papermill in quick mode (tiny real models), leaving records, tables and figures."""
+"""The notebooks: stored without outputs, one literal `parameters` cell each that papermill parses
+cleanly, and every one runs through papermill in quick mode (tiny real models), leaving records,
+tables and figures. What a user runs by default writes nothing committed: `make quick` and
+`make reproduce` write under their folders, and `make paper` redraws the committed tables and
+figures byte for byte."""
 
 import ast
 import json
+import logging
+import re
+import shlex
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,6 +47,99 @@ def test_notebooks_are_stored_without_outputs_with_one_literal_parameters_cell(p
         ast.literal_eval(stmt.value)
         names.add(stmt.targets[0].id)
     assert {"quick", "quick_grid", "base", "overrides", "out"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_infers_every_parameter_with_its_type(path, caplog):
+    """papermill --help-notebook (and its injection) reads every line of the parameters cell:
+    a second "=" on a line (a "key=value" in a comment) makes it skip the parameter."""
+    import papermill as pm
+
+    nb = nbformat.read(path, as_version=4)
+    source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    names = [stmt.targets[0].id for stmt in ast.parse(source).body]
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        inferred = pm.inspect_notebook(str(path))
+    assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert list(inferred) == names
+    for name, param in inferred.items():
+        assert param["inferred_type_name"] != "None", f"{path.stem}: {name} has no type comment"
+        assert ast.literal_eval(param["default"]) == ast.literal_eval(
+            next(stmt.value for stmt in ast.parse(source).body if stmt.targets[0].id == name))
+
+
+def _papermill_calls(target: str) -> list[tuple[str, str, dict]]:
+    """What ``make TARGET`` runs through papermill (read from ``make -n``, nothing is run):
+    (notebook, executed copy, parameters: the notebook's defaults updated by its -p values)."""
+    import papermill as pm
+
+    script = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    calls = []
+    for line in script.replace("\\\n", " ").splitlines():
+        loop = re.search(r"for nb in ([\w ]+); do (.*?)\|\| exit 1; done", line)
+        for command in ([loop.group(2).replace("$nb", nb) for nb in loop.group(1).split()] if loop else [line]):
+            words = shlex.split(command)
+            if not words or not words[0].endswith("papermill"):
+                continue
+            positional, given, i = [], {}, 1
+            while i < len(words):
+                if words[i] == "-p":
+                    given[words[i + 1]] = words[i + 2]
+                    i += 3
+                elif words[i] in ("--cwd", "-k"):
+                    i += 2
+                else:
+                    positional.append(words[i])
+                    i += 1
+            notebook, executed = positional
+            params = {name: ast.literal_eval(p["default"]) for name, p in pm.inspect_notebook(str(REPO / notebook)).items()}
+            calls.append((notebook, executed, {**params, **given}))
+    return calls
+
+
+PATH_PARAMETERS = ("out", "tables_dir", "figures_dir")  # what a notebook writes to (besides the cache)
+
+
+@pytest.mark.parametrize("target, folder", [("quick", "results/quick"), ("reproduce", "results/reproduced")])
+def test_make_quick_and_reproduce_write_only_under_their_folder(target, folder):
+    calls = _papermill_calls(target)
+    assert {Path(nb).stem for nb, _, _ in calls} == {*GRID_NOTEBOOKS, "paper"}
+    for notebook, executed, params in calls:
+        for where in [executed, *(params[p] for p in PATH_PARAMETERS if p in params)]:
+            assert Path(where).is_relative_to(folder), f"make {target}: {notebook} writes to {where}"
+    assert subprocess.run(["git", "check-ignore", "-q", f"{folder}/run.json"], cwd=REPO).returncode == 0
+    if target == "reproduce":  # and it ends by comparing the reproduction with the committed study
+        script = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True).stdout
+        assert script.strip().splitlines()[-1].endswith("study compare results/runs results/reproduced/runs")
+
+
+def test_grid_notebooks_by_default_write_no_committed_folder():
+    for nb, default in ((nb, ast.literal_eval(p["default"])) for nb in GRID_NOTEBOOKS
+                        for name, p in __import__("papermill").inspect_notebook(
+                            str(REPO / "notebooks" / f"{nb}.ipynb")).items() if name == "out"):
+        assert subprocess.run(["git", "check-ignore", "-q", f"{default}/run.json"], cwd=REPO).returncode == 0, (nb, default)
+
+
+def test_make_paper_writes_the_committed_tables_and_figures_and_an_ignored_notebook():
+    [(notebook, executed, params)] = _papermill_calls("paper")
+    assert notebook == "notebooks/paper.ipynb" and params["out"] == "results/runs"
+    assert (params["tables_dir"], params["figures_dir"]) == ("paper_tables", "figures")
+    assert subprocess.run(["git", "check-ignore", "-q", executed], cwd=REPO).returncode == 0
+
+
+def test_the_fast_path_redraws_the_committed_tables_and_figures_byte_for_byte(tiny_cache, tokenizer, tmp_path):
+    """`make paper` on the committed records leaves `git status` clean: the same tables, and
+    figures without timestamps. (The tokenizer is trained afresh in the session's cache, as in
+    a fresh clone; it is deterministic.)"""
+    tables, figures = tmp_path / "paper_tables", tmp_path / "figures"
+    _run("paper", tmp_path, out=str(REPO / "results" / "runs"), overrides=[f"cache_dir={tiny_cache}"],
+         tables_dir=str(tables), figures_dir=str(figures))
+    for drawn, committed in ((tables, "paper_tables"), (figures, "figures")):
+        tracked = subprocess.run(["git", "ls-files", committed], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.split()
+        assert sorted(p.name for p in drawn.iterdir()) == sorted(Path(t).name for t in tracked)
+        for name in tracked:
+            assert (drawn / Path(name).name).read_bytes() == (REPO / name).read_bytes(), f"{name} changed"
 
 
 def _run(name: str, workdir: Path, **parameters) -> None:
