@@ -163,28 +163,13 @@ def _evaluate(args) -> int:
 
 
 def _show(cfg, index: int, color: bool) -> None:
-    from .data.pipeline import example_view
-    from .data.synthetic import make_splits
-    from .models import get_tokenizer
-    from .sections import render
+    from .figures import example_text
 
-    if cfg.corpus.source != "synthetic":
-        raise ValueError(f"study show draws from the synthetic corpus only; corpus.source is {cfg.corpus.source!r} "
-                         "(study corpus-stats reads a hub corpus)")
-    if not 0 <= index < cfg.corpus.train_examples:  # before the tokenizer is built
-        raise ValueError(f"--index {index} is outside the training split: give 0 .. {cfg.corpus.train_examples - 1} "
-                         "(corpus.train_examples)")
-    tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
-    enc, ids, secs, mask = example_view(make_splits(cfg.corpus)["train"], index, tokenizer, cfg)
-    if not any(mask):
+    text, supervised = example_text(cfg, index, color)
+    if not supervised:
         print(f"warning: this config supervises no token of example {index} (condition={cfg.condition}, "
               f"lsp={cfg.lsp}, window={cfg.window}, cut_after_think={cfg.cut_after_think})", file=sys.stderr)
-    from .identity import config_key
-
-    print(f"config {config_key(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
-          f"cut_after_think={cfg.cut_after_think} keep_answer={cfg.keep_answer} "
-          f"({len(ids)}/{len(enc.ids)} tokens kept)")
-    print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))
+    print(text)
 
 
 def _stats(cfg) -> None:

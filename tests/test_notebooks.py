@@ -25,8 +25,17 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 GRID_NOTEBOOKS = ["supervision", "truncation", "halves_controls"]
 
 
+# What each notebook's parameters cell must define (besides its own extras).
+REQUIRED = {**{name: {"quick", "quick_grid", "base", "overrides", "out", "jobs"} for name in GRID_NOTEBOOKS},
+            "paper": {"quick", "quick_grid", "base", "overrides", "out", "tables_dir", "figures_dir"},
+            "ablation": {"grid", "out", "reference", "quick", "quick_grid", "base", "overrides", "jobs",
+                         "tables_dir", "figures_dir"},
+            "explore": {"records_dir", "filters", "reference", "run", "curves", "example_config", "example_set",
+                        "widgets"}}
+
+
 def test_every_notebook_is_known():
-    assert {p.stem for p in NOTEBOOKS} == {*GRID_NOTEBOOKS, "paper"}
+    assert {p.stem for p in NOTEBOOKS} == set(REQUIRED)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -46,7 +55,7 @@ def test_notebooks_are_stored_without_outputs_with_one_literal_parameters_cell(p
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
         ast.literal_eval(stmt.value)
         names.add(stmt.targets[0].id)
-    assert {"quick", "quick_grid", "base", "overrides", "out"} <= names
+    assert REQUIRED[path.stem] <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -183,3 +192,60 @@ def test_notebooks_run_in_quick_mode_and_regenerate_tables_and_figures(tiny_cach
     _run("supervision", tmp_path, **common)
     summary = json.loads((tmp_path / "runs" / "supervision.grid.json").read_text())
     assert summary["ran"] == 0 and summary["skipped"] == 6
+
+
+def _git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _outputs(path: Path) -> list[dict]:
+    executed = nbformat.read(path, as_version=4)
+    return [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def test_explore_notebook_browses_runs_generations_curves_and_an_example(fixture_records_dir, tiny_cache, tokenizer,
+                                                                         tmp_path):
+    """Through papermill on the fixture records (no ipywidgets there: plain tables)."""
+    before = _git_status()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(asdict(tiny_config(tiny_cache))))
+    _run("explore", tmp_path, records_dir=str(fixture_records_dir), filters={"lsp": [0.5, 1.0]},
+         example_config=str(tmp_path / "tiny.yaml"), example_set={"lsp": 0.5, "condition": "CoT"}, generations=3)
+    outputs = _outputs(tmp_path / "explore.ipynb")
+    text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    markdown = "".join(o["data"].get("text/markdown", "") for o in outputs if "data" in o)
+    html = "".join(o["data"].get("text/html", "") for o in outputs if "data" in o)
+    # lsp 0.5 (three windows, the token-budget and late-answer variants, keep_answer) and lsp 1.0 runs
+    assert "pass the filters" in text and "lsp=0.5, window=right" in markdown and "lsp=0.1" not in markdown
+    assert "answer (paper)" in html and "right (first box)" in html  # the generations beside the gold answer
+    assert "condition=CoT lsp=0.5" in text and "supervised: P" in text  # study show's rendering
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # loss curves, the example
+    assert _git_status() == before
+
+
+@pytest.mark.slow
+def test_ablation_notebook_runs_any_grid_with_its_reference_and_draws_it(tiny_cache, tmp_path):
+    """A grid the package has never seen (the KD temperature at 2), in quick mode on tiny models with
+    two seeds: the notebook adds the reference run, tabulates, tests and draws, and writes only
+    where it is told."""
+    before = _git_status()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(asdict(tiny_config(tiny_cache))))
+    (tmp_path / "quick.yaml").write_text(yaml.safe_dump({"name": "quick", "seeds": [1, 2], "set": {}}))
+    (tmp_path / "temperature.yaml").write_text(yaml.safe_dump(
+        {"name": "temperature", "description": "KD temperature", "base": "tiny.yaml", "seeds": [1],
+         "axes": {"temperature": [2.0]}}))
+    params = {"grid": str(tmp_path / "temperature.yaml"), "out": str(tmp_path / "runs"), "quick": True,
+              "quick_grid": str(tmp_path / "quick.yaml"), "tables_dir": str(tmp_path / "tables"),
+              "figures_dir": str(tmp_path / "figures")}
+    _run("ablation", tmp_path, **params)
+    df = records.load(tmp_path / "runs")
+    assert sorted(zip(df["config.temperature"], df["config.seed"])) == [(1.0, 1), (1.0, 2), (2.0, 1), (2.0, 2)]
+    table = (tmp_path / "tables" / "ablation_temperature.csv").read_text()
+    assert table.splitlines()[1].startswith("reference,") and table.splitlines()[2].startswith("temperature=2.0,")
+    assert "paired t-test over seeds" in table
+    for ext in ("png", "pdf", ):
+        assert (tmp_path / "figures" / f"ablation_temperature.{ext}").stat().st_size > 0
+    assert any("image/png" in o.get("data", {}) for o in _outputs(tmp_path / "ablation.ipynb"))
+    summary = json.loads((tmp_path / "runs" / "temperature.grid.json").read_text())
+    assert summary["ran"] == 4 and summary["failed"] == 0
+    assert _git_status() == before
