@@ -191,13 +191,30 @@ def infer_reference(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def _reference_config(reference: RunConfig | Mapping | None, committed: pd.DataFrame) -> dict[str, Any]:
-    if reference is None:
-        return infer_reference(committed)
-    return flat_config(reference)
+    """The reference as a flat config: given, or inferred from the committed runs, with the keys
+    those records lack (written before the key existed, so run as its default: the convention of
+    ``analysis.variant_of``) at the package's defaults, so a reproduced run that sets such a key
+    (``keep_answer: true``) is its own variant."""
+    if reference is not None:
+        return flat_config(reference)
+    defaults = {k: v for k, v in flat_config(RunConfig()).items()
+                if k not in REPLICATE_KEYS and k.split(".")[0] not in NON_SEMANTIC}
+    return {**defaults, **infer_reference(committed)}
+
+
+def _merged(defaults: dict, given: dict) -> dict:
+    return {**defaults, **{k: _merged(defaults[k], v) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+                           else v for k, v in given.items()}}
 
 
 def _comparable(path: str) -> dict:
+    """A record as the identity check sees it: config keys it lacks (written before they
+    existed) at their defaults, without run id and saved-student path."""
+    from dataclasses import asdict
+
     rec = records.read(path)
+    if isinstance(rec.get("config"), dict):
+        rec["config"] = _merged(json.loads(json.dumps(asdict(RunConfig()))), rec["config"])
     for key in _IGNORED:
         parts = key.split(".")
         target = rec

@@ -141,3 +141,19 @@ def test_an_explicit_reference_names_the_variants(committed, tmp_path, capsys):
     assert set(_verdicts(report)) == {"reference", "lsp=1.0"}
     assert main(["compare", str(committed), str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_keys_the_committed_records_lack_count_as_their_defaults(tmp_path):
+    """Records written before a key existed lack it; a reproduced run that sets it is a new
+    variant, not a second copy of the variant without it."""
+    old = _write(tmp_path / "committed")
+    for path in old.glob("*.json"):
+        if records.is_record_name(path.name):
+            rec = json.loads(path.read_text())
+            del rec["config"]["keep_answer"]
+            path.write_text(json.dumps(rec))
+    reproduced = _write(tmp_path / "reproduced", extra=[(RunConfig(lsp=0.5, keep_answer=True, seed=s), 0.8)
+                                                        for s in SEEDS])
+    report = compare_folders(old, reproduced)
+    assert _verdicts(report) == {"reference": IDENTICAL, "lsp=0.5": IDENTICAL, "keep_answer=True, lsp=0.5": NEW}
+    assert report.ok
