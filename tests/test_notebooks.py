@@ -160,6 +160,7 @@ def _run(name: str, workdir: Path, **parameters) -> None:
 
 @pytest.mark.slow
 def test_notebooks_run_in_quick_mode_and_regenerate_tables_and_figures(tiny_cache, tmp_path):
+    before = _git_status()  # what make quick does, on tiny models: it writes nothing committed
     base = asdict(tiny_config(tiny_cache))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
     # The quick grid for tiny models: one seed, the tiny budget unchanged.
@@ -192,6 +193,7 @@ def test_notebooks_run_in_quick_mode_and_regenerate_tables_and_figures(tiny_cach
     _run("supervision", tmp_path, **common)
     summary = json.loads((tmp_path / "runs" / "supervision.grid.json").read_text())
     assert summary["ran"] == 0 and summary["skipped"] == 6
+    assert _git_status() == before
 
 
 def _git_status() -> str:
