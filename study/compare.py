@@ -3,6 +3,7 @@ records folders and says, per variant, whether the reproduction is identical, wi
 CI, or disagrees.
 
     study compare results/runs results/reproduced/runs        # exit 1 on a disagreement or a gap
+    study compare results/runs results/reproduced             # the same: a folder with runs/ stands for it
 
     from study.compare import compare_folders
     report = compare_folders("results/runs", "results/reproduced/runs")
@@ -260,9 +261,21 @@ def _seeds(values) -> str:
     return ", ".join(str(int(s)) for s in sorted(values))
 
 
+def records_folder(folder: str | Path) -> Path:
+    """``folder``, or its ``runs/`` when it holds no record itself but that does (a reproduction's
+    top folder, ``results/reproduced``, holds runs/, notebooks/, tables and figures)."""
+    folder = Path(folder)
+    if (folder / "runs").is_dir() and folder.is_dir() and not any(
+            records.is_record_name(p.name) for p in folder.iterdir() if p.is_file()):
+        return folder / "runs"
+    return folder
+
+
 def compare_folders(committed: str | Path, reproduced: str | Path, reference: RunConfig | Mapping | None = None,
                     every: bool = False, level: float = 0.95) -> Report:
-    """Compare the runs of ``reproduced`` with those of ``committed`` (module docstring)."""
+    """Compare the runs of ``reproduced`` with those of ``committed`` (module docstring); a
+    folder holding ``runs/`` and no record stands for its ``runs/``."""
+    committed, reproduced = records_folder(committed), records_folder(reproduced)
     c_all = records.load(committed)
     r_all = records.load(reproduced)
     left_out: list[str] = []

@@ -38,10 +38,10 @@ def _verdicts(report):
 
 
 def test_identical_records_are_identical_and_the_command_exits_0(committed, tmp_path, capsys):
-    reproduced = _write(tmp_path / "reproduced")
-    report = compare_folders(committed, reproduced)
+    reproduced = _write(tmp_path / "reproduced" / "runs")
+    report = compare_folders(committed, tmp_path / "reproduced")  # a reproduction's top folder: its runs/
     assert _verdicts(report) == {"reference": IDENTICAL, "lsp=0.5": IDENTICAL}
-    assert report.ok
+    assert report.ok and report.reproduced == str(reproduced)
     assert report.reference["lsp"] == 1.0 and report.reference["condition"] == "P+CoT+A"  # inferred
     # cost ratios against the reference, each side its own
     assert column(report.table, "tokens ratio (committed)")["lsp=0.5"] == pytest.approx(0.5, abs=1e-3)
