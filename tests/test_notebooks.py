@@ -148,7 +148,8 @@ def test_the_fast_path_redraws_the_committed_tables_and_figures_byte_for_byte(ti
                                  check=True).stdout.split()
         assert sorted(p.name for p in drawn.iterdir()) == sorted(Path(t).name for t in tracked)
         for name in tracked:
-            assert (drawn / Path(name).name).read_bytes() == (REPO / name).read_bytes(), f"{name} changed"
+            assert (drawn / Path(name).name).read_bytes() == (REPO / name).read_bytes(), (
+                f"{name} is not what the committed records draw now: run `make paper` and commit the result")
 
 
 def _run(name: str, workdir: Path, **parameters) -> None:
