@@ -45,6 +45,10 @@ intervals resample them.
     accuracy_ci(half)                            # Estimate(mean, low, high, n, method, dropped)
     compare(half, select(df, {}))                # Comparison(difference, low, high, t, p, test, ...)
     ratio_ci(half, select(df, {}))               # retention: Estimate(...)
+
+For browsing (notebooks/explore.ipynb): ``filter_runs`` (rows whose config has given values),
+``generations`` (a run's generations beside the gold answer, with the answer each rule reads),
+``variants_of`` (the distinct variants of some configs, e.g. a grid's cells, in order).
 """
 
 from __future__ import annotations
@@ -557,3 +561,63 @@ def holm(pvalues) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[i]))  # adjusted p never decreases with rank
         out[i] = running
     return out
+
+
+# --- browsing ------------------------------------------------------------------------------------
+
+
+def filter_runs(df: pd.DataFrame, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The rows whose config has every value in ``filters`` (dotted keys, ``{"lsp": 0.5,
+    "corpus.layout": "late"}``; a list of values admits any of them, so a list-valued key is
+    given as ``[[...]]``). An unknown key raises, naming the valid ones."""
+    out = df
+    for key, want in (filters or {}).items():
+        column = f"config.{key}"
+        if column not in df.columns:
+            valid = sorted(c[len("config."):] for c in df.columns if c.startswith("config."))
+            raise ValueError(f"filter key {key!r} is not a config key of these records; valid: {', '.join(valid)}")
+        wanted = list(want) if isinstance(want, (list, tuple)) else [want]
+        out = out[[any(_same(v, w) for w in wanted) for v in out[column]]]
+    return out
+
+
+def variants_of(configs, reference: RunConfig | Mapping) -> list[dict[str, Any]]:
+    """The distinct variants (``variant_of``) of ``configs`` against ``reference``, in order of
+    first appearance: a grid's cells, say, as the rows of its table."""
+    ref = flat_config(reference)
+    out: list[dict[str, Any]] = []
+    for cfg in configs:
+        row = {f"config.{k}": v for k, v in flat_config(cfg).items()}
+        v = variant_of(row, ref)
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def generations(record_path: str | Path, n: int | None = 5, only: str | None = None) -> pd.DataFrame:
+    """A run's generations (its raw lm-eval output beside the record) next to the gold answer,
+    with the answer each rule reads and whether it is right: one row per test problem (the
+    first ``n``; None: all). ``only``: "right" or "wrong" by the paper's rule."""
+    from . import scoring
+
+    path = lm_eval_path(record_path)
+    if not path.exists():
+        raise FileNotFoundError(f"no lm-eval output beside {record_path} ({path.name}): the run kept no generations")
+    samples = json.loads(path.read_text())["samples"]
+    rows = []
+    for s in samples:
+        gen, gold = s["generation"], str(s["target"])
+        scored = s.get("correct") or {"paper": scoring.correct(gen, gold),
+                                      "first_boxed": first_boxed(gen) == gold, "last_boxed": last_boxed(gen) == gold}
+        row = {"problem": s["id"], "gold": gold,
+               "answer (paper)": scoring.extract(gen), "right (paper)": bool(scored.get("paper")),
+               "answer (first box)": first_boxed(gen), "right (first box)": bool(scored.get("first_boxed")),
+               "answer (last box)": last_boxed(gen), "right (last box)": bool(scored.get("last_boxed")),
+               "generation": gen}
+        if only is None or (only == "right") == row["right (paper)"]:
+            rows.append(row)
+        if n is not None and len(rows) >= n:
+            break
+    if only not in (None, "right", "wrong"):
+        raise ValueError(f"only must be None, 'right' or 'wrong', got {only!r}")
+    return pd.DataFrame(rows)

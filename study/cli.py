@@ -1,16 +1,18 @@
 """Command line: ``study run``, ``study grid``, ``study show``, ``study corpus-stats``,
-``study evaluate``.
+``study evaluate``, ``study compare``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
     study evaluate --run 9b706c0f671e --runs results/runs --set max_gen_toks=512   # re-score a saved student
     study grid configs/grids/truncation.yaml --out results/runs      # resumes; --quick, --jobs 2
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
     study corpus-stats --config configs/default.yaml
+    study compare results/runs results/reproduced/runs   # per variant: identical, within CI or not
 
 Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing, an
 existing record without --overwrite, an output folder that is a file) ends with one clear line
 on stderr and exit status 2, before any model is built where the config alone shows it; a grid
-with failed cells ends with status 1.
+with failed cells ends with status 1, and so does a comparison with a disagreement beyond the
+CI or a variant missing in the reproduction.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--runs", default="results/runs", help="folder of the record and its saved student")
     p_eval.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an evaluation setting (eval_examples, max_gen_toks, eval_batch_size, samples, eval_temperature, eval_top_p), such as samples=8 with eval_temperature=0.6 for the paper's decoding; repeatable")
+    p_cmp = sub.add_parser("compare", help="compare a reproduction's records with the committed ones, per variant")
+    p_cmp.add_argument("committed", help="records folder of the committed study (results/runs)")
+    p_cmp.add_argument("reproduced", help="records folder of the reproduction (results/reproduced/runs)")
+    p_cmp.add_argument("--reference", metavar="CONFIG",
+                       help="run config the variants are named against (default: inferred from the committed runs)")
+    p_cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of --reference; repeatable")
+    p_cmp.add_argument("--all", action="store_true",
+                       help="expect every committed record, not only those the grid summaries name")
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
@@ -90,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return _grid(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "compare":
+            return _compare(args)
         cfg = load_config(args.config, args.set)
         if args.command == "run":
             from .records import record_path
@@ -127,6 +140,17 @@ def _grid(args) -> int:
     return 1 if summary["failures"] else 0
 
 
+def _compare(args) -> int:
+    from .compare import compare_folders
+
+    if args.set and not args.reference:
+        raise ValueError("--set needs --reference (the config it overrides)")
+    reference = load_config(args.reference, args.set) if args.reference else None
+    report = compare_folders(args.committed, args.reproduced, reference=reference, every=args.all)
+    print(report.text(), end="")
+    return 0 if report.ok else 1
+
+
 def _evaluate(args) -> int:
     from .run import rescore
 
@@ -139,28 +163,13 @@ def _evaluate(args) -> int:
 
 
 def _show(cfg, index: int, color: bool) -> None:
-    from .data.pipeline import example_view
-    from .data.synthetic import make_splits
-    from .models import get_tokenizer
-    from .sections import render
+    from .figures import example_text
 
-    if cfg.corpus.source != "synthetic":
-        raise ValueError(f"study show draws from the synthetic corpus only; corpus.source is {cfg.corpus.source!r} "
-                         "(study corpus-stats reads a hub corpus)")
-    if not 0 <= index < cfg.corpus.train_examples:  # before the tokenizer is built
-        raise ValueError(f"--index {index} is outside the training split: give 0 .. {cfg.corpus.train_examples - 1} "
-                         "(corpus.train_examples)")
-    tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
-    enc, ids, secs, mask = example_view(make_splits(cfg.corpus)["train"], index, tokenizer, cfg)
-    if not any(mask):
+    text, supervised = example_text(cfg, index, color)
+    if not supervised:
         print(f"warning: this config supervises no token of example {index} (condition={cfg.condition}, "
               f"lsp={cfg.lsp}, window={cfg.window}, cut_after_think={cfg.cut_after_think})", file=sys.stderr)
-    from .identity import config_key
-
-    print(f"config {config_key(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
-          f"cut_after_think={cfg.cut_after_think} keep_answer={cfg.keep_answer} "
-          f"({len(ids)}/{len(enc.ids)} tokens kept)")
-    print(render([tokenizer.decode([i]) for i in ids], secs, mask, color=color))
+    print(text)
 
 
 def _stats(cfg) -> None:

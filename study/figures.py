@@ -85,9 +85,15 @@ def _figure(w: float, h: float, constrained: bool = True) -> Figure:
 # --- saving ---------------------------------------------------------------------------------------
 
 
+# No creation time in the files, so the same records redraw the same bytes (``make paper``
+# leaves the committed figures untouched); a PNG holds none by default.
+STABLE_METADATA = {"png": {}, "pdf": {"CreationDate": None}}
+
+
 def save(fig: Figure, name: str, out_dir: str | Path = "figures") -> list[Path]:
     """Write ``<out_dir>/<name>.png`` (150 dpi) and ``<name>.pdf`` atomically (temporary file,
-    then ``os.replace``) and close the figure. Returns the two paths."""
+    then ``os.replace``) and close the figure; the files carry no timestamp, so equal figures
+    are equal bytes. Returns the two paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -96,7 +102,8 @@ def save(fig: Figure, name: str, out_dir: str | Path = "figures") -> list[Path]:
             final = out / f"{name}.{ext}"
             tmp = out / f".{name}.{os.getpid()}.tmp.{ext}"
             try:
-                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", facecolor="white")
+                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", facecolor="white",
+                            metadata=STABLE_METADATA[ext])
                 os.replace(tmp, final)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -104,6 +111,19 @@ def save(fig: Figure, name: str, out_dir: str | Path = "figures") -> list[Path]:
     finally:
         _close(fig)
     return paths
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (150 dpi), for ``IPython.display.Image(data)`` in a notebook that
+    writes no file; closes the figure."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=150, bbox_inches="tight", facecolor="white")
+    finally:
+        _close(fig)
+    return buf.getvalue()
 
 
 def _close(fig: Figure) -> None:
@@ -667,6 +687,118 @@ def example_sequence(cfg: RunConfig, tokenizer, index: int = 0, width: int = 105
         fig.text(0.5, 0.08 / fig_h, "bold: chat-template and <think> tags; '·' is a space. The first token is "
                  "never a target (nothing precedes it).", ha="center", va="bottom", fontsize="x-small",
                  color="0.3")
+    return fig
+
+
+def example_text(cfg: RunConfig, index: int = 0, color: bool = False, tokenizer=None) -> tuple[str, bool]:
+    """Training example ``index`` as ``study show`` prints it: a header line (config key,
+    condition, lsp, window, tokens kept) and the kept tokens with their sections and the
+    supervised ones marked (``sections.render``). Returns the text and whether any token is
+    supervised. The synthetic corpus only."""
+    from .data.pipeline import example_view
+    from .data.synthetic import make_splits
+    from .identity import config_key
+    from .models import get_tokenizer
+    from .sections import render
+
+    if cfg.corpus.source != "synthetic":
+        raise ValueError(f"study show draws from the synthetic corpus only; corpus.source is {cfg.corpus.source!r} "
+                         "(study corpus-stats reads a hub corpus)")
+    if not 0 <= index < cfg.corpus.train_examples:  # before the tokenizer is built
+        raise ValueError(f"--index {index} is outside the training split: give 0 .. {cfg.corpus.train_examples - 1} "
+                         "(corpus.train_examples)")
+    if tokenizer is None:
+        tokenizer, _ = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+    enc, ids, secs, mask = example_view(make_splits(cfg.corpus)["train"], index, tokenizer, cfg)
+    header = (f"config {config_key(cfg)}: condition={cfg.condition} lsp={cfg.lsp} window={cfg.window} "
+              f"cut_after_think={cfg.cut_after_think} keep_answer={cfg.keep_answer} "
+              f"({len(ids)}/{len(enc.ids)} tokens kept)")
+    return header + "\n" + render([tokenizer.decode([i]) for i in ids], secs, mask, color=color), any(mask)
+
+
+# --- 7. for notebooks: loss curves of chosen runs, any ablation ----------------------------------
+
+
+def loss_curves(rows: pd.DataFrame, label: str = "variant_label", smooth: int = 5, column: str = "loss") -> Figure:
+    """The loss curves (``curve``: per optimiser step) of the given record rows overlaid, one
+    line per run, labelled by ``label`` and the seed (``column``: loss, ce or kd; ``smooth``: a
+    centred rolling mean over that many logged steps)."""
+    rows = rows[[isinstance(c, list) and bool(c) for c in rows.get("curve", pd.Series(dtype=object))]]
+    if rows.empty:
+        raise ValueError("none of these runs has a loss curve (record key `curve`)")
+    with _style():
+        fig = _figure(8, 4.5)
+        ax = fig.add_subplot()
+        for i, (_, row) in enumerate(rows.iterrows()):
+            c = pd.DataFrame(row["curve"])
+            if column not in c.columns:
+                raise ValueError(f"curve column {column!r} not in run {row.get('run_id')}'s curve; valid: "
+                                 f"{', '.join(k for k in c.columns if k != 'step')}")
+            c = c.dropna(subset=["step", column]).sort_values("step")
+            name = str(row[label]) if label in row and not pd.isna(row[label]) else str(row.get("run_id"))
+            seed = f", seed {int(row['config.seed'])}" if "config.seed" in row and not pd.isna(row["config.seed"]) else ""
+            ax.plot(c["step"], _smooth(c[column].to_numpy(float), smooth), lw=1.4,
+                    color=DEEP[i % len(DEEP)], label=f"{name}{seed} ({row.get('run_id')})")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(f"training {column}" + (f" (rolling mean of {smooth} logged steps)" if smooth > 1 else ""))
+        ax.set_title("Loss curves")
+        ax.legend(fontsize="x-small", loc="upper right")
+    return fig
+
+
+def ablation(df: pd.DataFrame, reference: RunConfig | None = None, variants: list[dict[str, Any]] | None = None,
+             title: str = "Ablation against the reference run") -> Figure:
+    """Any grid's variants against the reference run: accuracy (paper's rule) per variant with
+    its 95% CI over seeds and problems (``analysis.accuracy_ci``) and the seeds as dots, the
+    reference as a band (its CI) and a line, and each variant's paired test against it
+    (``analysis.compare``: difference and p)."""
+    from .analysis import compare, variant_label
+
+    df = _labelled(df, reference)
+    full = select(df, {})
+    wanted = variants if variants is not None else [v for v in dict((variant_label(v), v) for v in df["variant"]).values()]
+    points = []
+    for v in wanted:
+        if not v:
+            continue
+        rows = select(df, v)
+        if rows.empty:
+            continue
+        m, lo, hi, n, method = _stats(rows, "accuracy")
+        cmp = compare(rows, full) if len(full) else None
+        points.append({"label": variant_label(v), "rows": rows, "mean": m, "low": lo, "high": hi, "n": n,
+                       "method": method, "cmp": cmp})
+    if not points:
+        raise ValueError("none of the ablation's variants is in the records")
+    x = np.arange(len(points))
+    with _style():
+        fig = _figure(max(6.0, 1.3 * len(points) + 2), 4.8)
+        ax = fig.add_subplot()
+        if len(full):
+            rm, rlo, rhi, rn, rmethod = _stats(full, "accuracy")
+            if not (math.isnan(rlo) or math.isnan(rhi)):
+                ax.axhspan(rlo, rhi, color=PASTEL[7], alpha=0.5, zorder=1, label="reference 95% CI")
+            ax.axhline(rm, color=BASE, lw=1.5, zorder=2, label=f"reference ({rm:.2f}, n={rn})")
+        means = [p["mean"] for p in points]
+        ax.errorbar(x, means, yerr=_yerr(means, [p["low"] for p in points], [p["high"] for p in points]),
+                    fmt="o", ms=8, color=MAIN, capsize=5, lw=1.4, zorder=3, label="variant (mean, 95% CI)")
+        for xi, p in zip(x, points):
+            _seed_points(ax, xi + 0.18, p["rows"]["accuracy"], width=0.2)
+            c = p["cmp"]
+            if c is not None and not math.isnan(c.difference):
+                ptext = "" if math.isnan(c.p) else (f", p={c.p:.1e}" if c.p < 1e-3 else f", p={c.p:.3f}")
+                ax.annotate(f"{c.difference:+.2f}{ptext}", (xi, 1.04), ha="center", va="bottom",
+                            fontsize="x-small", color="0.2")
+        ax.set_xticks(x, [p["label"].replace(", ", "\n") for p in points])
+        ax.set_ylabel(_acc_label(pd.concat([p["rows"] for p in points])))
+        ax.set_ylim(0, 1.12)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 70)))
+        note = (_seed_note([p["n"] for p in points], [p["method"] for p in points])
+                + "; above each variant: its difference from the reference and the test's p")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", ncols=3,
+                  title="\n".join(textwrap.wrap(note, 90)), title_fontsize="x-small")
     return fig
 
 

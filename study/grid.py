@@ -514,3 +514,36 @@ def run_grids(names: list[str], out_dir: str | Path, quick: bool | str | Path = 
         raise GridFailed(f"{len(failed)} cell(s) failed: " + "; ".join(f"{f['label']} (seed {f['seed']}): {f['error']}"
                                                                        for f in failed))
     return grids[0].reference
+
+
+def ablation_grid(path: str | Path, reference: dict | None = None, overrides: list[str] = (),
+                  quick: bool | str | Path = False, base: str | Path | None = None) -> tuple[Grid, RunConfig]:
+    """Any grid with its reference run (notebooks/ablation.ipynb): the grid as ``load_grid``
+    reads it, with the reference config (the grid's ``reference``, then ``reference``'s
+    overrides, dotted keys: ``{"lsp": 1.0}``; ``{}``: the grid's reference itself) added as cells
+    at every seed the grid's cells use, where no cell is that run already. Returns the grid and
+    the reference config (first seed)."""
+    grid = load_grid(path, list(overrides), quick=quick, base=base)
+    try:
+        ref = config_from_dict(_apply(asdict(grid.reference), dict(reference or {})))
+    except ValueError as e:
+        raise ValueError(f"reference {reference!r}: {e}") from None
+    keys = {c.key for c in grid.cells}
+    extra = [Cell("reference", seed, cfg) for seed in sorted({c.seed for c in grid.cells})
+             for cfg in [dataclasses.replace(ref, seed=seed)] if config_key(cfg) not in keys]
+    return dataclasses.replace(grid, cells=[*extra, *grid.cells]), ref
+
+
+def run_ablation(path: str | Path, out_dir: str | Path, reference: dict | None = None, overrides: list[str] = (),
+                 quick: bool | str | Path = False, base: str | Path | None = None, jobs: int = 1,
+                 progress: bool = True) -> tuple[Grid, RunConfig]:
+    """Run ``ablation_grid(path, reference, ...)`` into ``out_dir`` (resuming: cells whose
+    record exists are skipped), print its summary, and return the grid and its reference
+    config; raises ``GridFailed`` if a cell failed."""
+    grid, ref = ablation_grid(path, reference, overrides, quick=quick, base=base)
+    summary = run_grid(grid, out_dir, jobs=jobs, progress=progress)
+    print(describe(summary), flush=True)
+    if summary["failures"]:
+        raise GridFailed(f"{len(summary['failures'])} cell(s) failed: " + "; ".join(
+            f"{f['label']} (seed {f['seed']}): {f['error']}" for f in summary["failures"]))
+    return grid, ref

@@ -57,6 +57,13 @@ def _gold(answer: str):
     return parse(answer, extraction_config=list(GOLD_CONFIG), parsing_timeout=PARSE_TIMEOUT)
 
 
+def extract(generation: str) -> str | None:
+    """The answer the paper's rule reads from ``generation`` (math-verify's string form of its
+    extraction), or None when it finds none. For showing generations; ``correct`` scores."""
+    pred = parse(generation, extraction_config=list(PRED_CONFIG), parsing_timeout=PARSE_TIMEOUT)
+    return str(pred[-1]) if pred else None
+
+
 def correct(generation: str, gold: str) -> bool:
     """The paper's rule: is ``generation``'s extracted answer equal to ``gold``?"""
     target = _gold(str(gold))

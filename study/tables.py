@@ -13,6 +13,11 @@ Six tables, each selecting its rows by variant (study/analysis.py), never by gri
   paper's answer rule (``study/scoring.py``); ``significance_first_boxed``: the same by the
   first ``\\boxed{}``.
 
+Two more for notebooks, outside the paper's set: ``ablation`` (any grid's variants against a
+reference run: accuracy, the difference with its paired test, Holm-adjusted, retention and cost
+ratios; notebooks/ablation.ipynb) and ``runs_table`` (one row per run, for browsing:
+notebooks/explore.ipynb).
+
 A table is a DataFrame of raw numbers (the CSV); confidence intervals are ``<name> CI low`` /
 ``<name> CI high`` columns that the Markdown and LaTeX merge into ``[lo, hi]``. Variants that
 are absent from the records are skipped, so a partial study gives partial tables.
@@ -510,7 +515,7 @@ def _number(column: str, value: Any) -> str:
         return value
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if column in (N, "n a", "n b"):
+    if column in (N, "n a", "n b", "seed"):
         return f"{int(value)}"
     if column in (TOKENS, SUPERVISED):
         return f"{value:,.0f}"
@@ -629,3 +634,111 @@ def write_all(df_or_folder: pd.DataFrame | str | Path, out_dir: str | Path = "pa
             continue
         paths += write_table(table, name, out_dir, caption=CAPTIONS[name])
     return paths
+
+
+# --- notebooks: any ablation, every run -----------------------------------------------------------
+
+CAPTIONS["ablation"] = ("An ablation against its reference run: accuracy (paper's rule) with its 95% CI over seeds "
+                        "and test problems, the difference from the reference with its test (Holm-adjusted over the "
+                        "table's variants), retention and cost ratios.")
+RATIO_COLUMNS = {"tokens ratio": "data.tokens_forwarded", "train FLOPs ratio": "compute.flops_profiler",
+                 "train time ratio": "compute.train_seconds"}
+
+
+def ablation_table(df: pd.DataFrame, reference: RunConfig | None = None,
+                   variants: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Any grid's variants against ``reference`` (the reference run's config): one row per
+    variant (``variants``, e.g. ``analysis.variants_of(grid configs, reference)``; default: every
+    variant in the records), the reference first: seeds, accuracy (paper's rule) and by the first
+    ``\\boxed{}``, the difference from the reference with its CI and test (paired by seed where
+    the seeds pair, else Welch; p Holm-adjusted over the rows), retention, how generations end,
+    and the cost ratios (tokens forwarded, training FLOPs, training time) to the reference."""
+    df, ref = _prepare(df, reference)
+    full = select(df, {})
+    wanted = [v for v in (variants if variants is not None else _present(df, set().union(*df["variant"])))
+              if v]  # the reference is its own row
+    rows, methods, tests = [], {}, []
+    for v in [{}, *wanted]:
+        sel = select(df, v)
+        if sel.empty:
+            continue
+        setting = variant_label(v)
+        row = {SETTING: setting, **_summary(sel, (), methods, setting)}
+        if v:
+            cmp = compare(sel, full)
+            ret = ratio_ci(sel, full) if len(full) else None
+            row.update({"difference": cmp.difference, "difference" + LOW: cmp.low, "difference" + HIGH: cmp.high,
+                        "t": cmp.t, "p": cmp.p, "test": cmp.test,
+                        RETENTION: ret.mean if ret else math.nan, RETENTION + LOW: ret.low if ret else math.nan,
+                        RETENTION + HIGH: ret.high if ret else math.nan})
+            tests.append(len(rows))
+        else:
+            row.update({"difference": 0.0, "difference" + LOW: math.nan, "difference" + HIGH: math.nan,
+                        "t": math.nan, "p": math.nan, "test": "reference", RETENTION: 1.0,
+                        RETENTION + LOW: math.nan, RETENTION + HIGH: math.nan})
+        for name, column in STOPPING_COLUMNS.items():
+            row[name] = _mean(sel, column)
+        for name, column in RATIO_COLUMNS.items():
+            base = _mean(full, column)
+            row[name] = _mean(sel, column) / base if base and not math.isnan(base) else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table[N] = table[N].astype("Int64")
+    table.insert(table.columns.get_loc("test"), "p (Holm)", math.nan)
+    if tests:
+        table.loc[tests, "p (Holm)"] = holm(table.loc[tests, "p"])
+    note = _ci_note(methods)
+    if full.empty:
+        note += " The reference run is not in the records: no differences, retention or ratios."
+    table.attrs["note"] = note
+    return table
+
+
+RUN_COLUMNS = {  # runs_table column -> record column
+    "run id": "run_id", "variant": "variant_label", "seed": "seed", ACC: "accuracy", ACC_FIRST: "accuracy_first_boxed",
+    CLOSED: STOPPING_COLUMNS[CLOSED], AT_LIMIT: STOPPING_COLUMNS[AT_LIMIT], GENERATED: STOPPING_COLUMNS[GENERATED],
+    TOKENS: COST_COLUMNS[TOKENS], SECONDS: COST_COLUMNS[SECONDS], MEMORY: COST_COLUMNS[MEMORY], FLOPS: COST_COLUMNS[FLOPS],
+}
+
+
+def runs_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.DataFrame:
+    """Every run as a row, sorted by variant and seed: its id, variant, seed, accuracy by both
+    rules, how its generations end and what it cost (for browsing; no statistics)."""
+    df = df if "variant_label" in df.columns else label_variants(df, reference)
+    out = pd.DataFrame({name: df[column] if column in df.columns else math.nan for name, column in RUN_COLUMNS.items()})
+    out[MEMORY] = out[MEMORY] * SCALE[MEMORY]
+    return out.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True)
+
+
+def runs_browser(df: pd.DataFrame, reference: RunConfig | None = None):
+    """``runs_table`` with a dropdown per config key the runs vary in (ipywidgets), the table
+    redrawn on every choice; None where ipywidgets is not installed (``pip install ipywidgets``,
+    or the package's ``explore`` extra): callers show the plain table then."""
+    try:
+        import ipywidgets as widgets
+        from IPython.display import Markdown, display
+    except ImportError:
+        return None
+    df = df if "variant_label" in df.columns else label_variants(df, reference)
+    table = runs_table(df, reference)
+    rows = df.sort_values(["variant_label", "seed"], kind="stable").reset_index(drop=True)
+    keys = sorted({k for v in df["variant"] for k in v})
+    choose = {k: widgets.Dropdown(options=["(any)", *sorted({str(x) for x in rows[f"config.{k}"]})], description=k,
+                                  style={"description_width": "initial"}) for k in keys}
+    out = widgets.Output()
+
+    def redraw(_=None):
+        keep = pd.Series(True, index=rows.index)
+        for k, box in choose.items():
+            if box.value != "(any)":
+                keep &= rows[f"config.{k}"].astype(str) == box.value
+        with out:
+            out.clear_output()
+            display(Markdown(to_markdown(table[keep.to_numpy()], f"{int(keep.sum())} of {len(table)} runs")))
+
+    for box in choose.values():
+        box.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox(list(choose.values())), out])
