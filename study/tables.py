@@ -145,6 +145,13 @@ def _present(df: pd.DataFrame, keys: set[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _stopping(rows: pd.DataFrame, names=tuple(STOPPING_COLUMNS)) -> dict[str, str]:
+    """The stopping columns of ``names`` the records hold: the ending prior only where some run
+    measured it (records before it have none, and an empty column says nothing)."""
+    return {name: STOPPING_COLUMNS[name] for name in names
+            if name != PRIOR or (STOPPING_COLUMNS[PRIOR] in rows and rows[STOPPING_COLUMNS[PRIOR]].notna().any())}
+
+
 def _mean(rows: pd.DataFrame, column: str) -> float:
     return float(rows[column].mean()) if column in rows and len(rows) else math.nan
 
@@ -284,8 +291,8 @@ def truncation_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd
         row = {SETTING: setting, "lsp": lsp, **_summary(sel, costs, methods, setting)}
         for name, column in ((RETENTION, ACC), (RETENTION_FIRST, "accuracy_first_boxed")):
             row.update(_retention(sel, full, column, name, setting, retention_methods))
-        for name in (CLOSED, GENERATED, PRIOR):  # do its students still end their traces?
-            row[name] = _mean(sel, STOPPING_COLUMNS[name])
+        for name, column in _stopping(df, (CLOSED, GENERATED, PRIOR)).items():  # do its students still end traces?
+            row[name] = _mean(sel, column)
         for name in costs:  # ratio of means: costs barely vary over seeds
             denominator = full_costs[name]
             row[f"{name.split(' (')[0]} ratio"] = row[name] / denominator if denominator else math.nan
@@ -411,7 +418,7 @@ def ending_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.Dat
             setting = f"{name}: {label}"
             row = {"regime": name, SETTING: label, **_summary(sel, (), methods, setting)}
             row.update(_retention(sel, full, ACC, RETENTION, setting, retention_methods))
-            for column, source in STOPPING_COLUMNS.items():
+            for column, source in _stopping(df).items():
                 row[column] = _mean(sel, source)
             for cost in (TOKENS, FLOPS):
                 denominator = _mean(full, COST_COLUMNS[cost])

@@ -367,3 +367,11 @@ def test_tables_are_byte_stable(fixture_records_dir, tmp_path):
     tables.write_all(fixture_records_dir, tmp_path / "two")
     for path in (tmp_path / "one").iterdir():
         assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name
+
+
+def test_the_ending_prior_column_appears_only_where_runs_measured_it(df):
+    assert tables.PRIOR not in tables.truncation_table(df).columns  # the fixture records predate it
+    column = tables.STOPPING_COLUMNS[tables.PRIOR]
+    table = tables.truncation_table(df.assign(**{column: 0.3}))
+    assert table.loc[table["lsp"].notna(), tables.PRIOR].tolist() == pytest.approx([0.3] * table["lsp"].notna().sum())
+    assert tables.PRIOR not in tables.truncation_table(df.assign(**{column: math.nan})).columns
