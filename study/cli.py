@@ -1,11 +1,12 @@
 """Command line: ``study run``, ``study grid``, ``study show``, ``study corpus-stats``,
-``study evaluate``.
+``study evaluate``, ``study pretrain``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
     study evaluate --run 9b706c0f671e --runs results/runs --set max_gen_toks=512   # re-score a saved student
     study grid configs/grids/truncation.yaml --out results/runs      # resumes; --quick, --jobs 2
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
     study corpus-stats --config configs/default.yaml
+    study pretrain [--config C] [--force] [--release]   # tokenizer, teacher, base (default: the study's)
 
 Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing, an
 existing record without --overwrite, an output folder that is a file) ends with one clear line
@@ -78,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--runs", default="results/runs", help="folder of the record and its saved student")
     p_eval.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an evaluation setting: eval_examples, max_gen_toks or eval_batch_size; repeatable")
+    p_pre = sub.add_parser("pretrain", help="build (--force: retrain) the tokenizer, teacher and base student "
+                                            "of a config; --release writes them into artefacts/")
+    p_pre.add_argument("--config", action="append", default=[],
+                       help="run config YAML (repeatable); default: every config of the study's grids "
+                            "(configs/grids/*.yaml), i.e. the default and the late-answer corpus")
+    p_pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (teacher.steps=100); repeatable")
+    p_pre.add_argument("--force", action="store_true",
+                       help="retrain each from scratch (replacing the cached copy; the release is not read)")
+    p_pre.add_argument("--release", action="store_true",
+                       help="then write them into the repository's release (artefacts/<name>/ with SHA256SUMS)")
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
@@ -90,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return _grid(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "pretrain":
+            return _pretrain(args)
         cfg = load_config(args.config, args.set)
         if args.command == "run":
             from .records import record_path
@@ -125,6 +139,34 @@ def _grid(args) -> int:
     summary = run_grid(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
     print(describe(summary))
     return 1 if summary["failures"] else 0
+
+
+def _pretrain(args) -> int:
+    import dataclasses
+    import time
+
+    from .config import config_from_dict
+    from .pretrain import pretrain_artefacts, study_configs
+    from .release import RELEASE_DIR
+
+    if args.config:
+        configs = [load_config(c, args.set) for c in args.config]
+    else:
+        configs = [config_from_dict(dataclasses.asdict(c), args.set) for c in study_configs("configs/grids")]
+    done, rebuilt = set(), set()
+    for cfg in configs:
+        started = time.perf_counter()
+        rows = [r for r in pretrain_artefacts(cfg, force=args.force, release_to=RELEASE_DIR if args.release else None,
+                                              rebuilt=rebuilt)
+                if (r["name"], cfg.cache_dir) not in done]
+        for r in rows:
+            done.add((r["name"], cfg.cache_dir))
+            how = {"trained": "trained", "released": "from the release", "cached": "cached"}[r["source"]]
+            threads = f", {r['threads']} threads" if r["threads"] else ""
+            out = f" -> {r['released_to']}" if "released_to" in r else ""
+            print(f"{r['name']:22s} {how}{threads}  sha256 {r['sha256'][:12]}  {r['release']}{out}")
+        print(f"  ({time.perf_counter() - started:.0f} s, cache {cfg.cache_dir})")
+    return 0
 
 
 def _evaluate(args) -> int:

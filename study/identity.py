@@ -39,6 +39,8 @@ ARTEFACT_EVAL = ("eval_examples", "eval_max_gen_toks", "eval_batch_size")
 # The paper's benchmarks and how they are sampled: inert when ``benchmarks`` is empty (nothing
 # reads them), so adding them left every earlier run id as it was.
 BENCHMARK_KEYS = ("benchmarks", "benchmark_dir", "samples", "eval_temperature", "eval_top_p", "eval_backend")
+# The thread count every artefact was trained with before it was pinned (PretrainConfig.threads).
+DEFAULT_ARTEFACT_THREADS = 2
 # Added tokens of the embedded tokenizer beyond its BPE vocabulary (<think>, </think>).
 ADDED_TOKENS = 2
 
@@ -63,6 +65,10 @@ def artefact_config(p) -> dict:
     # artefacts built without it keep their keys (and released hashes their meaning).
     if not d.get("other_task_traces"):
         d.pop("other_task_traces", None)
+    # The pinned thread count came later too; every earlier artefact was built with 2 threads
+    # (its meta's ``built.threads``), so 2 is the neutral value and keeps their keys and ids.
+    if d.get("threads") == DEFAULT_ARTEFACT_THREADS:
+        d.pop("threads", None)
     d["model"] = model_identity(p.model)
     return d
 
