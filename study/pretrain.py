@@ -150,6 +150,17 @@ def evaluation(role: str, path: Path, model, cfg: RunConfig, p: PretrainConfig, 
     return quality
 
 
+def build_artefact(role: str, cfg: RunConfig, p: PretrainConfig, use_release: bool = True) -> Path:
+    """The cache folder of ``role``'s artefact, made if missing: copied from the release
+    (``artefacts/``, checked file by file; not with ``use_release`` false), else trained.
+    Nothing is loaded or scored here."""
+    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir, use_release=use_release)
+    path = artefact_path(role, cfg, p, tok_key)
+    if not path.exists() and not (use_release and release.take(path)):
+        atomic_dir(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
+    return path
+
+
 def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig, use_release: bool = True):
     """(model on the run's device, its meta) for ``role`` in {"teacher", "base"}: from the
     cache, else from the release (``artefacts/``, checked file by file), else trained (with
@@ -157,9 +168,7 @@ def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig, use_release: bo
     artefact's scores for this run's test split (and, for the base student, the one-step
     facts it was trained on), by the artefact's evaluation settings."""
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir, use_release=use_release)
-    path = artefact_path(role, cfg, p, tok_key)
-    if not path.exists() and not (use_release and release.take(path)):
-        atomic_dir(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
+    path = build_artefact(role, cfg, p, use_release)
     meta = json.loads((path / META).read_text())
     meta["id"] = path.name
     model = load_model(path, cfg.attn_implementation, pick_device(cfg.device))
