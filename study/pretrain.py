@@ -115,8 +115,9 @@ def artefact_path(role: str, cfg: RunConfig, p: PretrainConfig, tok_key: str) ->
 
 
 def artefact_weights(cfg: RunConfig) -> dict[str, str | None]:
-    """The weight hashes of the run's teacher and base student if they are built, else None
-    for that role (nothing is built or loaded: a grid's dry run calls this)."""
+    """The weight hashes of the run's teacher and base student if they are built or released
+    (the release's meta: a fresh clone's dry run knows the run ids), else None for that role
+    (nothing is built, copied or loaded: a grid's dry run calls this)."""
     from .models import tokenizer_key
 
     tok_key = tokenizer_key(cfg.tokenizer)
@@ -125,7 +126,8 @@ def artefact_weights(cfg: RunConfig) -> dict[str, str | None]:
         if p.model.pretrained:  # known once loaded (a hub download): the dry run does not load it
             out[role] = None
             continue
-        meta = artefact_path(role, cfg, p, tok_key) / META
+        path = artefact_path(role, cfg, p, tok_key)
+        meta = path / META if path.exists() else (release.released(path.name) or path) / META
         out[role] = json.loads(meta.read_text()).get("weights_sha256") if meta.exists() else None
     if cfg.init != "base":
         out["base"] = None  # a scratch student does not start from it

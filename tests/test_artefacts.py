@@ -19,7 +19,7 @@ from study import release
 from study.cli import main
 from study.config import PretrainConfig, load_config
 from study.identity import artefact_config
-from study.pretrain import META, _check_meta, artefacts_of, get_base, get_teacher, pretrain_artefacts, study_configs
+from study.pretrain import META, _check_meta, artefact_weights, artefacts_of, get_base, get_teacher, pretrain_artefacts, study_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,11 +100,15 @@ def test_a_release_is_used_instead_of_training(tiny_release, tiny_cache, tmp_pat
     monkeypatch.setattr(study.pretrain, "_pretrain", no_training)
     monkeypatch.setattr(study.models, "train_tokenizer", no_training)
     fresh = tiny_config(tmp_path / "fresh")
+    # A dry run knows the run ids from the release's metas, copying nothing.
+    known = artefact_weights(fresh)
+    assert not (tmp_path / "fresh").exists()
     _, teacher = get_teacher(fresh)
     _, base = get_base(fresh)
     built = _weights(tiny_cache)
     assert _weights(tmp_path / "fresh") == {teacher["id"]: built[teacher["id"]], base["id"]: built[base["id"]]}
     assert teacher["weights_sha256"] == built[teacher["id"]]
+    assert known == {"teacher": teacher["weights_sha256"], "base": base["weights_sha256"]}
     # The copies hold every released file; the release lists them in SHA256SUMS.
     for name in (teacher["id"], base["id"]):
         assert set(release.read_sums(tiny_release / name)) <= {
