@@ -6,6 +6,10 @@ what determines the weights: the pretraining config (less its evaluation setting
 it was trained on and the tokenizer, so changing any of them trains a new one and nothing is
 ever retrained per run. Its scores are kept beside it under ``evaluations/``, one file per
 test split and evaluation settings, so an evaluation setting never retrains an artefact.
+A missing artefact is taken from the release (``artefacts/``, study/release.py) when it has
+one of that name, else trained, with the thread count its config pins (``threads``): the
+same config gives the same weights in every process and on any number of cores.
+``study pretrain`` builds (``--force``: retrains) and ``--release`` releases them.
 
     python -c "from study.config import RunConfig; from study.pretrain import get_teacher; \\
                print(get_teacher(RunConfig())[1])"
@@ -267,8 +271,9 @@ def pretrain_artefacts(cfg: RunConfig, force: bool = False, release_to: str | Pa
     release, else trained; with ``force``, each is trained again from scratch (its cached
     folder replaced, the release not read). ``release_to``: then write each into that release
     folder (``artefacts/``). Returns one row per artefact: role, name, weights (or tokenizer
-    file) hash, where it came from (cached, released or trained), and how it compares with the release. ``rebuilt``:
-    folders already retrained by this command (for several configs): not retrained twice."""
+    file) hash, where it came from (cached, released or trained) and how it compares with the
+    release. ``rebuilt``: folders this command already retrained (for several configs), which
+    are not retrained twice."""
     from .models import tokenizer_key
 
     rows, rebuilt = [], set() if rebuilt is None else rebuilt

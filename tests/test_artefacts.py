@@ -19,7 +19,8 @@ from study import release
 from study.cli import main
 from study.config import PretrainConfig, load_config
 from study.identity import artefact_config
-from study.pretrain import META, _check_meta, artefact_weights, artefacts_of, get_base, get_teacher, pretrain_artefacts, study_configs
+from study.pretrain import (META, _check_meta, artefact_weights, artefacts_of, get_base, get_teacher,
+                            pretrain_artefacts, study_configs)
 
 ROOT = Path(__file__).resolve().parents[1]
 
