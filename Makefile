@@ -7,13 +7,15 @@
 #       make reproduce JOBS=2 (two cells at once, one thread each; other run ids, see README),
 #       make reproduce OUT=DIR (another folder),
 #       make paper (redraw the committed tables, figures and paper notebook from the committed
-#       records in results/runs: the one target that rewrites committed files).
+#       records in results/runs: the one target that rewrites committed files),
+#       make release (retrain the released tokenizer, teachers and base students and write them
+#       into artefacts/: `study pretrain --force --release`, about 22 min on 2 cores).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce paper quick test clean
+.PHONY: install reproduce paper quick release test clean
 
 JOBS  ?= 1
 OUT   ?= results/reproduced
@@ -51,6 +53,11 @@ quick: $(STAMP)
 	    -p out results/quick/runs -p jobs $(JOBS) || exit 1; done
 	$(PAPERMILL) notebooks/paper.ipynb results/quick/notebooks/paper.ipynb -p quick True \
 	  -p out results/quick/runs -p tables_dir results/quick/paper_tables -p figures_dir results/quick/figures
+
+# The study's artefacts (every config of configs/grids: default and late-answer corpus), retrained
+# with their pinned thread count and released with their SHA256SUMS; commit artefacts/ after.
+release: $(STAMP)
+	$(BIN)/study pretrain --force --release
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
