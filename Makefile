@@ -12,12 +12,14 @@
 #       make paper (redraw the tables and figures from the committed records in results/runs,
 #       in about 20 s: byte-stable, so the committed paper_tables/ and figures/ stay as they are
 #       unless the records or the code changed; the executed notebook goes to results/paper/).
+#       make release (retrain the released tokenizer, teachers and base students and write them
+#       into artefacts/: `study pretrain --force --release`, about 22 min on 2 cores).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce paper quick test clean
+.PHONY: install reproduce paper quick release test clean
 
 JOBS  ?= 1
 OUT   ?= results/reproduced
@@ -58,6 +60,11 @@ quick: $(STAMP)
 	    -p out results/quick/runs -p jobs $(JOBS) || exit 1; done
 	$(PAPERMILL) notebooks/paper.ipynb results/quick/notebooks/paper.ipynb -p quick True \
 	  -p out results/quick/runs -p tables_dir results/quick/paper_tables -p figures_dir results/quick/figures
+
+# The study's artefacts (every config of configs/grids: default and late-answer corpus), retrained
+# with their pinned thread count and released with their SHA256SUMS; commit artefacts/ after.
+release: $(STAMP)
+	$(BIN)/study pretrain --force --release
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

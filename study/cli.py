@@ -1,5 +1,5 @@
 """Command line: ``study run``, ``study grid``, ``study show``, ``study corpus-stats``,
-``study evaluate``, ``study compare``.
+``study evaluate``, ``study compare``, ``study pretrain``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
     study evaluate --run 9b706c0f671e --runs results/runs --set max_gen_toks=512   # re-score a saved student
@@ -7,6 +7,7 @@
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
     study corpus-stats --config configs/default.yaml
     study compare results/runs results/reproduced/runs   # per variant: identical, within CI or not
+    study pretrain [--config C] [--force] [--release]   # tokenizer, teacher, base (default: the study's)
 
 Bad input (unknown key, invalid value, malformed YAML, a run that supervises nothing, an
 existing record without --overwrite, an output folder that is a file) ends with one clear line
@@ -89,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a key of --reference; repeatable")
     p_cmp.add_argument("--all", action="store_true",
                        help="expect every committed record, not only those the grid summaries name")
+    p_pre = sub.add_parser("pretrain", help="build (--force: retrain) the tokenizer, teacher and base student "
+                                            "of a config; --release writes them into artefacts/")
+    p_pre.add_argument("--config", action="append", default=[],
+                       help="run config YAML (repeatable); default: every config of the study's grids "
+                            "(configs/grids/*.yaml), i.e. the default and the late-answer corpus")
+    p_pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (teacher.steps=100); repeatable")
+    p_pre.add_argument("--force", action="store_true",
+                       help="retrain each from scratch (replacing the cached copy; the release is not read)")
+    p_pre.add_argument("--release", action="store_true",
+                       help="then write them into the repository's release (artefacts/<name>/ with SHA256SUMS)")
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "pretrain":
+            return _pretrain(args)
         cfg = load_config(args.config, args.set)
         if args.command == "run":
             from .records import record_path
@@ -149,6 +163,34 @@ def _compare(args) -> int:
     report = compare_folders(args.committed, args.reproduced, reference=reference, every=args.all)
     print(report.text(), end="")
     return 0 if report.ok else 1
+
+
+def _pretrain(args) -> int:
+    import dataclasses
+    import time
+
+    from .config import config_from_dict
+    from .pretrain import pretrain_artefacts, study_configs
+    from .release import RELEASE_DIR
+
+    if args.config:
+        configs = [load_config(c, args.set) for c in args.config]
+    else:
+        configs = [config_from_dict(dataclasses.asdict(c), args.set) for c in study_configs("configs/grids")]
+    done, rebuilt = set(), set()
+    for cfg in configs:
+        started = time.perf_counter()
+        rows = [r for r in pretrain_artefacts(cfg, force=args.force, release_to=RELEASE_DIR if args.release else None,
+                                              rebuilt=rebuilt)
+                if (r["name"], cfg.cache_dir) not in done]
+        for r in rows:
+            done.add((r["name"], cfg.cache_dir))
+            how = {"trained": "trained", "released": "from the release", "cached": "cached"}[r["source"]]
+            threads = f", {r['threads']} threads" if r["threads"] else ""
+            out = f" -> {r['released_to']}" if "released_to" in r else ""
+            print(f"{r['name']:22s} {how}{threads}  sha256 {r['sha256'][:12]}  {r['release']}{out}")
+        print(f"  ({time.perf_counter() - started:.0f} s, cache {cfg.cache_dir})")
+    return 0
 
 
 def _evaluate(args) -> int:

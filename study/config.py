@@ -211,6 +211,12 @@ class PretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     seed: int = 0
+    # Torch threads it trains with, pinned whatever the machine has: the order of a reduction,
+    # so the last bits of every step and in the end the weights, change with the thread count
+    # (and with nothing else: results/LOG.md, 2026-12-02). 2: what the released artefacts were
+    # built with (artefacts/), so `study pretrain --force` on a CPU like this one rebuilds them
+    # bit for bit, on any number of cores.
+    threads: int = 2
     # How the artefact itself is scored (its reported accuracy): part of the artefact's
     # evaluation, never of its weights, so changing them re-scores without retraining.
     eval_examples: int = 100  # problems scored (teacher: the run's test split)
@@ -223,6 +229,7 @@ class PretrainConfig:
                      "eval_batch_size"):
             _at_least(self, name, 1)
         _at_least(self, "other_task_traces", 0)
+        _at_least(self, "threads", 1)
         if self.batch_size > self.train_examples:
             raise ValueError(f"batch_size {self.batch_size} exceeds train_examples {self.train_examples}: "
                              "one batch needs that many examples; lower batch_size or raise train_examples")

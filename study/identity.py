@@ -42,6 +42,8 @@ BENCHMARK_KEYS = ("benchmarks", "benchmark_dir", "samples", "eval_temperature", 
 # How the synthetic test split is decoded: hashed unless greedy with one generation, the only
 # decoding before the keys applied to it, so every earlier run id holds.
 DECODING_KEYS = ("samples", "eval_temperature", "eval_top_p")
+# The thread count every artefact was trained with before it was pinned (PretrainConfig.threads).
+DEFAULT_ARTEFACT_THREADS = 2
 # Added tokens of the embedded tokenizer beyond its BPE vocabulary (<think>, </think>).
 ADDED_TOKENS = 2
 
@@ -66,6 +68,10 @@ def artefact_config(p) -> dict:
     # artefacts built without it keep their keys (and released hashes their meaning).
     if not d.get("other_task_traces"):
         d.pop("other_task_traces", None)
+    # The pinned thread count came later too; every earlier artefact was built with 2 threads
+    # (its meta's ``built.threads``), so 2 is the neutral value and keeps their keys and ids.
+    if d.get("threads") == DEFAULT_ARTEFACT_THREADS:
+        d.pop("threads", None)
     d["model"] = model_identity(p.model)
     return d
 

@@ -83,11 +83,14 @@ def tokenizer_fields(cfg: TokenizerConfig) -> dict:
     return d
 
 
-def get_tokenizer(cfg: TokenizerConfig, cache_dir: str | Path):
-    """The cached tokenizer for ``cfg`` (trained on first use). Returns (tokenizer, key)."""
+def get_tokenizer(cfg: TokenizerConfig, cache_dir: str | Path, use_release: bool = True):
+    """The cached tokenizer for ``cfg``: on first use taken from the release (``artefacts/``,
+    checked file by file; not with ``use_release`` false) or trained. Returns (tokenizer, key)."""
+    from . import release
+
     key = tokenizer_key(cfg)
     path = Path(cache_dir) / key
-    if not path.exists():
+    if not path.exists() and not (use_release and release.take(path)):
         atomic_dir(path, lambda tmp: train_tokenizer(tokenizer_texts(cfg), cfg.vocab_size).save_pretrained(tmp))
     return AutoTokenizer.from_pretrained(path), key
 

@@ -6,6 +6,10 @@ what determines the weights: the pretraining config (less its evaluation setting
 it was trained on and the tokenizer, so changing any of them trains a new one and nothing is
 ever retrained per run. Its scores are kept beside it under ``evaluations/``, one file per
 test split and evaluation settings, so an evaluation setting never retrains an artefact.
+A missing artefact is taken from the release (``artefacts/``, study/release.py) when it has
+one of that name, else trained, with the thread count its config pins (``threads``): the
+same config gives the same weights in every process and on any number of cores.
+``study pretrain`` builds (``--force``: retrains) and ``--release`` releases them.
 
     python -c "from study.config import RunConfig; from study.pretrain import get_teacher; \\
                print(get_teacher(RunConfig())[1])"
@@ -13,10 +17,12 @@ test split and evaluation settings, so an evaluation setting never retrains an a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import shutil
 import time
 from pathlib import Path
-
 
 import torch
 
@@ -27,10 +33,12 @@ from .evaluate import evaluate, write_test_split
 from .identity import artefact_config, weights_sha256
 from .models import atomic_dir, build_model, get_tokenizer, load_model, load_pretrained
 from .records import atomic_write_text
+from . import release
 from .scoring import scorer_name
-from .train import LoopSettings, pick_device, train_loop
+from .train import LoopSettings, pick_device, torch_threads, train_loop
 
 META = "study_meta.json"
+log = logging.getLogger(__name__)
 
 
 def corpus_dir(cfg: RunConfig, corpus: CorpusConfig, tok_key: str) -> Path:
@@ -43,8 +51,29 @@ def test_file(cfg: RunConfig, corpus: CorpusConfig, tokenizer, tok_key: str, spl
     return write_test_split(examples, tokenizer, corpus_dir(cfg, corpus, tok_key) / f"{split}.jsonl")
 
 
+@contextlib.contextmanager
+def pinned(threads: int, device):
+    """Train an artefact as every machine trains it: ``threads`` torch threads whatever the
+    cores (the thread count sets the order of each reduction, so the last bits of the weights:
+    results/LOG.md, 2026-12-02), and on CUDA the deterministic kernels (atomics in the
+    embedding backward otherwise reorder sums from run to run). Restores both after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    with torch_threads(threads):
+        if device.type == "cuda":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before)
+
+
 def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: str, out: Path) -> None:
     device = pick_device(cfg.device)
+    with pinned(p.threads, device):
+        _train_artefact(role, cfg, p, tokenizer, tok_key, out, device)
+
+
+def _train_artefact(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: str, out: Path, device) -> None:
     corpus = pretrain_corpus(cfg.corpus, p)
     examples = make_splits(corpus)["train"] + other_task_examples(corpus, p.other_task_traces, p.seed)
     items = full_sequence_items(encode(examples, tokenizer), "CoT+A")
@@ -67,8 +96,12 @@ def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: 
         "tokens_per_second": stats["tokens"] / stats["seconds"],
         "final_loss": stats["curve"][-1]["loss"],
         # How it was built: results depend on these, so they are kept (the weights hash is
-        # what names the artefact in a run id).
+        # what names the artefact in a run id). The weights are a function of the config, the
+        # thread count (pinned: PretrainConfig.threads), the CPU's kernels (cpu_capability:
+        # AVX512 and AVX2 sum in other orders) and the torch version.
         "built": {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                  "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                   "attn_implementation": cfg.attn_implementation,
                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
@@ -86,8 +119,9 @@ def artefact_path(role: str, cfg: RunConfig, p: PretrainConfig, tok_key: str) ->
 
 
 def artefact_weights(cfg: RunConfig) -> dict[str, str | None]:
-    """The weight hashes of the run's teacher and base student if they are built, else None
-    for that role (nothing is built or loaded: a grid's dry run calls this)."""
+    """The weight hashes of the run's teacher and base student if they are built or released
+    (the release's meta: a fresh clone's dry run knows the run ids), else None for that role
+    (nothing is built, copied or loaded: a grid's dry run calls this)."""
     from .models import tokenizer_key
 
     tok_key = tokenizer_key(cfg.tokenizer)
@@ -96,7 +130,8 @@ def artefact_weights(cfg: RunConfig) -> dict[str, str | None]:
         if p.model.pretrained:  # known once loaded (a hub download): the dry run does not load it
             out[role] = None
             continue
-        meta = artefact_path(role, cfg, p, tok_key) / META
+        path = artefact_path(role, cfg, p, tok_key)
+        meta = path / META if path.exists() else (release.released(path.name) or path) / META
         out[role] = json.loads(meta.read_text()).get("weights_sha256") if meta.exists() else None
     if cfg.init != "base":
         out["base"] = None  # a scratch student does not start from it
@@ -121,21 +156,35 @@ def evaluation(role: str, path: Path, model, cfg: RunConfig, p: PretrainConfig, 
     return quality
 
 
-def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig):
-    """(model on the run's device, its meta) for ``role`` in {"teacher", "base"}. The meta's
-    ``quality`` holds the artefact's scores for this run's test split (and, for the base
-    student, the one-step facts it was trained on), by the artefact's evaluation settings."""
-    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
+def build_artefact(role: str, cfg: RunConfig, p: PretrainConfig, use_release: bool = True) -> Path:
+    """The cache folder of ``role``'s artefact, made if missing: copied from the release
+    (``artefacts/``, checked file by file; not with ``use_release`` false), else trained.
+    Nothing is loaded or scored here."""
+    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir, use_release=use_release)
     path = artefact_path(role, cfg, p, tok_key)
-    if not path.exists():
+    if not path.exists() and not (use_release and release.take(path)):
         atomic_dir(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
+    return path
+
+
+def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig, use_release: bool = True):
+    """(model on the run's device, its meta) for ``role`` in {"teacher", "base"}: from the
+    cache, else from the release (``artefacts/``, checked file by file), else trained (with
+    ``use_release`` false, never from the release). The meta's ``quality`` holds the
+    artefact's scores for this run's test split (and, for the base student, the one-step
+    facts it was trained on), by the artefact's evaluation settings."""
+    tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir, use_release=use_release)
+    path = build_artefact(role, cfg, p, use_release)
     meta = json.loads((path / META).read_text())
     meta["id"] = path.name
     model = load_model(path, cfg.attn_implementation, pick_device(cfg.device))
     digest = weights_sha256(model)
     if meta.get("weights_sha256") not in (None, digest):
-        raise ValueError(f"{path}: its weights hash {digest[:12]} differs from the {meta['weights_sha256'][:12]} "
-                         f"recorded when it was built; the files were changed: delete {path} to retrain it")
+        raise release.TamperedArtefact(
+            f"{path / 'model.safetensors'}: its weights hash {digest[:12]} differs from the "
+            f"{meta['weights_sha256'][:12]} recorded when it was built ({path / META}); the files were changed: "
+            f"retrain it with `study pretrain --config CONFIG --force` (or delete {path}: the release, or a "
+            "training, replaces it)")
     meta["weights_sha256"] = digest
     checks = {"test": (cfg.corpus, "test")}
     if p.one_op:  # the base student's knowledge check is in-sample by design
@@ -173,3 +222,87 @@ def get_base(cfg: RunConfig):
     if cfg.base.model.pretrained:
         return from_checkpoint("base", cfg, cfg.base)
     return get_pretrained("base", cfg, cfg.base)
+
+
+# --- study pretrain: build, rebuild and release the artefacts of configs -----------------------
+
+
+def artefacts_of(cfg: RunConfig) -> list[tuple[str, PretrainConfig | None, Path]]:
+    """(role, pretraining config, cache folder) of every artefact ``cfg`` trains here: its
+    tokenizer, teacher and (``init: base``) base student; none for pretrained models."""
+    from .models import tokenizer_key
+
+    if cfg.teacher.model.pretrained:
+        return []
+    tok_key = tokenizer_key(cfg.tokenizer)
+    out = [("tokenizer", None, Path(cfg.cache_dir) / tok_key),
+           ("teacher", cfg.teacher, artefact_path("teacher", cfg, cfg.teacher, tok_key))]
+    if cfg.init == "base":
+        out.append(("base", cfg.base, artefact_path("base", cfg, cfg.base, tok_key)))
+    return out
+
+
+def study_configs(grids_dir: str | Path = "configs/grids") -> list[RunConfig]:
+    """One config per distinct set of artefacts among the cells of every grid in ``grids_dir``
+    (the default study: the default corpus and the controls grid's late-answer one)."""
+    from .grid import load_grid
+
+    seen: dict[tuple, RunConfig] = {}
+    for path in sorted(Path(grids_dir).glob("*.yaml")):
+        for cell in load_grid(path).cells:
+            seen.setdefault(tuple(str(p) for _, _, p in artefacts_of(cell.config)), cell.config)
+    return list(seen.values())
+
+
+def _check_meta(path: Path, cfg: RunConfig, p: PretrainConfig, tok_key: str) -> None:
+    """A folder about to be released holds what its name says: the meta's config, corpus and
+    tokenizer are the ones the current code derives from ``cfg``."""
+    meta = json.loads((path / META).read_text())
+    want = {"config": artefact_config(p), "corpus": pretrain_corpus(cfg.corpus, p).identity(), "tokenizer": tok_key}
+    for key, value in want.items():
+        if meta.get(key) != value:
+            raise ValueError(f"{path / META}: its {key} is not the one the current config gives ({value}); "
+                             f"retrain it with `study pretrain --force` before releasing it")
+
+
+def pretrain_artefacts(cfg: RunConfig, force: bool = False, release_to: str | Path | None = None,
+                       rebuilt: set[Path] | None = None) -> list[dict]:
+    """Build the artefacts of ``cfg`` (``artefacts_of``) and score them: from the cache, else the
+    release, else trained; with ``force``, each is trained again from scratch (its cached
+    folder replaced, the release not read). ``release_to``: then write each into that release
+    folder (``artefacts/``). Returns one row per artefact: role, name, weights (or tokenizer
+    file) hash, where it came from (cached, released or trained) and how it compares with the
+    release. ``rebuilt``: folders this command already retrained (for several configs), which
+    are not retrained twice."""
+    from .models import tokenizer_key
+
+    rows, rebuilt = [], set() if rebuilt is None else rebuilt
+    for role, p, path in artefacts_of(cfg):
+        if force and path.exists() and path not in rebuilt:
+            log.info("%s: retraining (--force); the cached copy is removed", path)
+            shutil.rmtree(path)
+        rebuilt.add(path)
+        source = ("cached" if path.exists() else "trained" if force or release.released(path.name) is None
+                  else "released")
+        if role == "tokenizer":
+            get_tokenizer(cfg.tokenizer, cfg.cache_dir, use_release=not force)
+            digest = release.file_sha256(path / "tokenizer.json")
+        else:
+            _, meta = get_pretrained(role, cfg, p, use_release=not force)
+            digest = meta["weights_sha256"]
+        rel = release.released(path.name)
+        if rel is None:
+            vs = "not released"
+        else:
+            name = "tokenizer.json" if role == "tokenizer" else META
+            theirs = (release.file_sha256(rel / name) if role == "tokenizer"
+                      else json.loads((rel / META).read_text())["weights_sha256"])
+            vs = "same as the release" if theirs == digest else f"DIFFERS from the release ({theirs[:12]})"
+        row = {"role": role, "name": path.name, "sha256": digest, "source": source, "release": vs,
+               "threads": None if p is None else p.threads}
+        if release_to is not None:
+            if p is not None:
+                _check_meta(path, cfg, p, tokenizer_key(cfg.tokenizer))
+            row["released_to"] = str(release.publish(path, release_to))
+        rows.append(row)
+    return rows

@@ -271,6 +271,8 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
                     "cache": cache.record(cache_built) if cache else None},
         "student": {"init": cfg.init, "base_id": base_meta["id"] if base_meta else None,
                     "base_weights_sha256": weights["base"],
+                    # How the base was built (its threads, CPU kernels, torch), as teacher.built.
+                    "base_built": base_meta.get("built") if base_meta else None,
                     # The base scored on this run's test split, by the base's evaluation settings.
                     "base_accuracy": base_meta["accuracy"] if base_meta else None,
                     "base_one_op_accuracy": (base_meta["quality"]["one_op_facts"]["accuracy"]

@@ -40,6 +40,9 @@ def test_record_contract(two_runs):
     assert set(rec["teacher"]) >= {"id", "accuracy", "weights_sha256", "quality"}
     assert len(rec["teacher"]["weights_sha256"]) == 64 and len(rec["student"]["weights_sha256"]) == 64
     assert rec["student"]["init"] == "base" and rec["student"]["base_id"].startswith("base-")
+    # How each artefact was built, with its pinned thread count (PretrainConfig.threads).
+    assert rec["teacher"]["built"]["threads"] == rec["student"]["base_built"]["threads"] == 2
+    assert rec["student"]["base_built"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     data, compute = rec["data"], rec["compute"]
     assert set(data["supervised_by_section"]) == {"P", "CoT", "A"}
     assert data["rejected"] == {} and "corpus" not in data  # the synthetic corpus rejects no row
