@@ -1,0 +1,159 @@
+"""One run on several processes: data-parallel, sharded training with PyTorch's FSDP2.
+
+    torchrun --nproc-per-node 4 -m study run --config CONFIG --out results/runs
+    study run --nproc 4 --config CONFIG --out results/runs        # launches torchrun for you
+
+Every rank builds the same student (and live teacher), then ``shard`` puts both into one
+``Distiller`` and shards it: ``fully_shard`` on every decoder layer of the student and of the
+teacher, then on the Distiller as the root (embeddings, final norms, output heads), so the
+heads are whole exactly while the loss reads them. Each optimiser step is the single-process
+one: the global batch of ``batch_size`` examples is split into equal contiguous shares
+(``World.share``), the loss is normalised by the supervised targets of the whole step over all
+ranks (an all-reduce of the count) and the gradients are summed over ranks (FSDP2's divide
+factor 1), so the sum over ranks of every rank's gradient is the single-process gradient.
+
+Process group: gloo on CPU, nccl on GPU (one device per rank, ``cuda:LOCAL_RANK``); on GPU the
+sharded modules compute in bf16 with fp32 gradient reduction (an FSDP2 MixedPrecisionPolicy).
+Accelerate is not used: it cannot run FSDP on CPU and prepares a single model under FSDP2, so
+not a frozen teacher beside it (../shared/SCALE.md).
+
+The ranks learn who they are from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): the
+launcher's contract, not a switch of ours.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: rank ``rank`` of ``size`` (1: a single process)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    launcher: str = "single process"
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that evaluates and writes the record."""
+        return self.rank == 0
+
+    def share(self, indices: list[int]) -> list[int]:
+        """This rank's contiguous share of a global batch."""
+        if self.size == 1:
+            return indices
+        if len(indices) % self.size:
+            raise ValueError(f"a batch of {len(indices)} examples does not split evenly over {self.size} processes")
+        k = len(indices) // self.size
+        return indices[self.rank * k : (self.rank + 1) * k]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """``values`` summed over all ranks (float64), the same on every rank."""
+        return self._reduce(values, torch.distributed.ReduceOp.SUM if self.size > 1 else None)
+
+    def max(self, values: list[float]) -> list[float]:
+        return self._reduce(values, torch.distributed.ReduceOp.MAX if self.size > 1 else None)
+
+    def _reduce(self, values, op):
+        if self.size == 1:
+            return list(values)
+        device = torch.device("cuda", self.local_rank) if torch.distributed.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t, op=op)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            torch.distributed.barrier()
+
+
+SINGLE = World()
+
+
+def launched_world() -> World:
+    """The World torchrun (or ``study run --nproc``) started this process in; SINGLE when it
+    runs alone (no WORLD_SIZE in the environment, or 1)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return SINGLE
+    launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "torch.distributed environment"
+    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")), launcher)
+
+
+def start(world: World, device: torch.device) -> torch.device:
+    """Join the process group (gloo on CPU, nccl on GPU); returns this rank's device."""
+    if world.size == 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def stop(world: World) -> None:
+    if world.size > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def layers(model) -> list[torch.nn.Module]:
+    """The decoder layers of a Hugging Face causal LM (Qwen3: model.model.layers)."""
+    return list(model.base_model.layers)
+
+
+def shard(student, teacher, world: World, device: torch.device, checkpointing: bool = False):
+    """The student and its live teacher (or None) in one Distiller, sharded over ``world``:
+    every decoder layer, then the root. Gradients are summed over ranks, not averaged (the
+    loss is normalised by the global supervised count). ``checkpointing``: recompute each
+    student layer's activations in backward instead of keeping them."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from .train import Distiller
+
+    if checkpointing:
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
+    mesh = init_device_mesh(device.type, (world.size,))
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if device.type == "cuda"
+          else MixedPrecisionPolicy())
+    sharded = []
+    for model in (student, teacher) if teacher is not None else (student,):
+        for layer in layers(model):
+            sharded.append(fully_shard(layer, mesh=mesh, mp_policy=mp))
+    root = fully_shard(Distiller(student, teacher), mesh=mesh, mp_policy=mp)
+    for module in sharded + [root]:
+        module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
+    return root
+
+
+def full_state_dict(model, world: World) -> dict | None:
+    """The whole (unsharded) state dict of a sharded model on rank 0 (on CPU), None elsewhere.
+    A collective: every rank calls it."""
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for name, t in model.state_dict().items():
+        full = t.full_tensor() if isinstance(t, DTensor) else t
+        if world.main:
+            out[name] = full.detach().to("cpu", copy=True)
+    return out if world.main else None
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m study <argv>`` on ``nproc`` processes under torchrun (this machine);
+    returns torchrun's exit status."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "study", *argv]
+    return subprocess.call(cmd)
+
