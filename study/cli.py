@@ -2,6 +2,7 @@
 ``study evaluate``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
+    study run --nproc 4 --config configs/quick.yaml --out results/runs  # 4 processes under torchrun
     study evaluate --run 9b706c0f671e --runs results/runs --set max_gen_toks=512   # re-score a saved student
     study grid configs/grids/truncation.yaml --out results/runs      # resumes; --quick, --jobs 2
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
@@ -16,6 +17,7 @@ with failed cells ends with status 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p_run.add_argument("--overwrite", action="store_true",
                        help="replace an existing record of this run (the old one moves to <out>/.replaced/)")
+    p_run.add_argument("--nproc", type=int, metavar="N",
+                       help="train on N processes (GPUs) of this machine: launches torchrun (= --set nproc=N)")
     p_grid = sub.add_parser("grid", help="run every cell of a grid (skips cells whose record exists)")
     p_grid.add_argument("grid", help="grid YAML (see configs/grids/)")
     p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -90,12 +94,24 @@ def main(argv: list[str] | None = None) -> int:
             return _grid(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "run" and args.nproc is not None:
+            args.set.append(f"nproc={args.nproc}")
         cfg = load_config(args.config, args.set)
         if args.command == "run":
+            from .distributed import launch, launched_world
             from .records import record_path
             from .run import run
 
-            rec = run(cfg, args.out, progress=not args.no_progress, overwrite=args.overwrite)
+            world = launched_world()  # torchrun's rank, or a single process
+            if world.size > 1 and cfg.nproc == 1:  # `torchrun --nproc-per-node N -m study run ...`
+                cfg = dataclasses.replace(cfg, nproc=world.size)
+            if world.size == 1 and cfg.nproc > 1:  # start the ranks, which run this command line
+                return launch(cfg, _without_nproc(sys.argv[1:] if argv is None else list(argv)))
+            if not world.main:
+                logging.getLogger().setLevel(logging.WARNING)
+            rec = run(cfg, args.out, progress=not args.no_progress, overwrite=args.overwrite, world=world)
+            if rec is None:  # not rank 0: rank 0 evaluates and writes the record
+                return 0
             q = next(iter(rec["quality"].values()))
             print(f"{rec['run_id']}: accuracy {q['accuracy']:.3f} (first \\boxed: {q['accuracy_first_boxed']:.3f}), "
                   f"{rec['compute']['train_seconds']:.1f} s training -> {record_path(args.out, rec['run_id'])}")
@@ -125,6 +141,23 @@ def _grid(args) -> int:
     summary = run_grid(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
     print(describe(summary))
     return 1 if summary["failures"] else 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line the ranks run: ``--nproc N`` becomes ``--set nproc=N`` (torchrun's own
+    parser would take ``--nproc`` for an abbreviation of its ``--nproc-per-node``)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--nproc":
+            out += ["--set", f"nproc={argv[i + 1]}"]
+            i += 2
+            continue
+        if argv[i].startswith("--nproc="):
+            out += ["--set", f"nproc={argv[i].split('=', 1)[1]}"]
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
 
 
 def _evaluate(args) -> int:

@@ -23,10 +23,12 @@ launcher's contract, not a switch of ours.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -73,6 +75,16 @@ class World:
         if self.size > 1:
             torch.distributed.barrier()
 
+    @contextlib.contextmanager
+    def rank0_first(self):
+        """Rank 0 runs the block first (building what a cache lacks), the others after it.
+        If rank 0 fails, torchrun ends the waiting ranks."""
+        if not self.main:
+            self.barrier()
+        yield
+        if self.main:
+            self.barrier()
+
 
 SINGLE = World()
 
@@ -109,18 +121,15 @@ def layers(model) -> list[torch.nn.Module]:
     return list(model.base_model.layers)
 
 
-def shard(student, teacher, world: World, device: torch.device, checkpointing: bool = False):
+def shard(student, teacher, world: World, device: torch.device):
     """The student and its live teacher (or None) in one Distiller, sharded over ``world``:
     every decoder layer, then the root. Gradients are summed over ranks, not averaged (the
-    loss is normalised by the global supervised count). ``checkpointing``: recompute each
-    student layer's activations in backward instead of keeping them."""
+    loss is normalised by the global supervised count)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from .train import Distiller
 
-    if checkpointing:
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if teacher is not None:
         teacher.eval().requires_grad_(False)
     mesh = init_device_mesh(device.type, (world.size,))
@@ -150,10 +159,17 @@ def full_state_dict(model, world: World) -> dict | None:
     return out if world.main else None
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m study <argv>`` on ``nproc`` processes under torchrun (this machine);
-    returns torchrun's exit status."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "study", *argv]
-    return subprocess.call(cmd)
+def launch(cfg, argv: list[str]) -> int:
+    """Run ``python -m study <argv>`` on ``cfg.nproc`` processes of this machine under torchrun;
+    returns torchrun's exit status. The ranks get the launcher's thread count explicitly
+    (torchrun would give each one thread), so this process and the ranks name the run alike."""
+    from .identity import resolved_threads
 
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.nproc}",
+           "-m", "study", *argv]
+    if not cfg.threads:
+        cmd += ["--set", f"threads={resolved_threads(cfg)}"]
+    # The ranks import the study package this process runs.
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.call(cmd, env=env)

@@ -147,8 +147,13 @@ class Distiller(torch.nn.Module):
         super().__init__()
         self.student, self.teacher = student, teacher
 
-    def forward(self, batch: dict, s: LoopSettings, num_supervised: float | None) -> LossParts:
+    def forward(self, batch: dict, s: LoopSettings, num_supervised: float | None, teacher_only: bool = False):
         mask = batch["labels"][:, 1:] != IGNORE_INDEX  # position t predicts the label at t + 1
+        if teacher_only:  # the live teacher's share of the step (its FLOPs are measured apart)
+            with torch.no_grad():
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["labels"].device.type == "cuda"):
+                    rows = teacher_rows(self.teacher, batch, mask, s.vocab)
+                return rows.hidden @ rows.weight.T
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["labels"].device.type == "cuda"):
             target = teacher_rows(self.teacher, batch, mask, s.vocab)
             hidden = hidden_rows(self.student, batch, mask)
@@ -156,6 +161,11 @@ class Distiller(torch.nn.Module):
             hidden, output_head(self.student, s.vocab), batch["labels"][:, 1:][mask], target, alpha=s.alpha,
             kind=s.loss, temperature=s.temperature, beta=s.beta, num_supervised=num_supervised,
         )
+
+    def teacher_logits(self, batch: dict, s: LoopSettings) -> torch.Tensor:
+        """The live teacher's logits on the supervised rows: its body, then its head (through
+        ``forward``, so that a sharded Distiller gathers the teacher's parameters)."""
+        return self(batch, s, None, teacher_only=True)
 
 
 def distiller(model, teacher=None) -> Distiller:

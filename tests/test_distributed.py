@@ -73,3 +73,35 @@ def test_per_rank_mean_normalisation_is_rejected(two_ranks):
     are averaged; the same comparisons tell it from one process."""
     assert not grads_equal(two_ranks["control_grads"], eq.first_step_grads(*eq.models()))
     assert not curves_equal(two_ranks["control_curve"], eq.curve(*eq.models()))
+
+
+def test_two_process_study_run_matches_one_process(tmp_path, tiny_cache):
+    """`study run --nproc 2` (torchrun, FSDP2 on gloo, cached teacher rows) writes a record whose
+    curve is the 1-process record's; rank 0 alone writes it, with the world size and launcher."""
+    from dataclasses import asdict
+
+    from study.cli import main
+    from study.records import is_record_name, read_checked
+    from tiny import tiny_config
+
+    cfg = tiny_config(tiny_cache, threads=1, batch_size=4, save_student=False)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(asdict(cfg)))  # JSON is YAML
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    assert main(["run", "--nproc", "2", "--config", str(config), "--out", str(tmp_path / "two"), "--no-progress"]) == 0
+    (one,), (two,) = ([read_checked(p) for p in (tmp_path / name).iterdir() if is_record_name(p.name)]
+                      for name in ("one", "two"))
+    assert (one["env"]["world_size"], two["env"]["world_size"]) == (1, 2)
+    assert two["env"]["launcher"] == "torchrun" and two["env"]["execution"]["world_size"] == 2
+    assert one["run_id"] != two["run_id"] and two["config"]["nproc"] == 2
+    assert len(one["curve"]) == len(two["curve"]) == one["data"]["steps"] > 1
+    assert curves_equal([r["loss"] for r in two["curve"]], [r["loss"] for r in one["curve"]])
+    assert two["data"]["tokens_forwarded"] == one["data"]["tokens_forwarded"]
+    assert "per process" in two["compute"]["peak_memory_scope"]
+    # FLOPs are the whole job's: the profiler's sum over ranks matches the analytic count of every
+    # rank's micro-batches (each padded to its own share's longest sequence: never more).
+    assert two["compute"]["flops_ratio"] == pytest.approx(1.0, rel=0.02)
+    assert two["compute"]["flops_analytic"] <= one["compute"]["flops_analytic"]
+    assert two["data"]["tokens_padded"] <= one["data"]["tokens_padded"]
+    # Memory is per process: each rank holds half the shards and half of every batch.
+    assert two["compute"]["peak_memory_bytes"] < one["compute"]["peak_memory_bytes"]
