@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     p_grid.add_argument("--base", help="base run config instead of the grid's own `base`")
     p_grid.add_argument("--jobs", type=int, default=1, help="cells at once (each with cores/jobs threads)")
     p_grid.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
+    p_grid.add_argument("--executor", choices=("local", "submitit-local", "slurm"), default="local",
+                        help="local: run the cells here (default); slurm: submit the pending cells as one Slurm "
+                             "array through submitit; submitit-local: the same through submitit's local executor")
+    p_grid.add_argument("--slurm", metavar="FILE",
+                        help="Slurm resources (configs/slurm/example.yaml) instead of the grid's `slurm:` section; "
+                             "override keys with --set slurm.partition=gpu")
+    p_grid.add_argument("--status", action="store_true",
+                        help="each cell's record status and its latest submitted job's state")
     p_grid.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p_show = sub.add_parser("show", help="print a training sequence with sections and supervision marked")
     _common(p_show)
@@ -127,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _grid(args) -> int:
     from .grid import describe, load_grid, run_grid, status
+    from .slurm import split_overrides
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
-    grid = load_grid(args.grid, args.set, quick=args.quick, base=args.base)
+    config_sets, slurm_sets = split_overrides(args.set)
+    grid = load_grid(args.grid, config_sets, quick=args.quick, base=args.base)
+    if args.executor != "local" or args.status:
+        return _submitted_grid(args, grid, slurm_sets)
+    if slurm_sets or args.slurm:
+        raise ValueError("--slurm and --set slurm.KEY=VALUE apply to --executor slurm or submitit-local only")
     if args.dry_run:
         from .grid import cells_for_jobs
 
@@ -141,6 +155,48 @@ def _grid(args) -> int:
     summary = run_grid(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
     print(describe(summary))
     return 1 if summary["failures"] else 0
+
+
+def _submitted_grid(args, grid, slurm_sets: list[str]) -> int:
+    """``study grid --executor slurm | submitit-local`` (submit; --dry-run: what would be
+    submitted) and ``--status`` (the records and the jobs' state)."""
+    from .grid import status
+    from .slurm import describe_status, pending, slurm_config, submit, with_nproc
+
+    slurm = slurm_config(grid, args.slurm, slurm_sets)
+    cells = with_nproc(grid.cells, slurm.nproc)
+    if args.status:
+        print("\n".join(describe_status(grid, args.out, cells)))
+        return 0
+    if args.dry_run:
+        todo = pending(cells, args.out)
+        where = (f"partition {slurm.partition or '(default)'}, account {slurm.account or '(default)'}, "
+                 f"{slurm.nodes} node(s) x {slurm.gpus_per_node} GPU(s), {slurm.cpus_per_task} CPUs, "
+                 f"{slurm.mem_gb} GB, {slurm.time_minutes} min, at most {slurm.array_parallelism} at once"
+                 if args.executor == "slurm" else "submitit's local executor")
+        print(f"would submit {len(todo)} of {len(cells)} cells as one array ({where}); "
+              f"{cells[0].config.nproc} process(es) per cell")
+        for cell in cells:
+            print(f"{cell.run_id or '(not built)':12s}  {status(cell, args.out):8s} {cell.label} (seed {cell.seed})")
+        return 0
+    jobs = submit(grid, args.out, args.executor, slurm)
+    print(f"grid {grid.name}: submitted {len(jobs)} of {len(cells)} cells "
+          f"({len(cells) - len(jobs)} have a record or a queued job)")
+    for cell, job in jobs:
+        print(f"  job {job.job_id}: {cell.label} (seed {cell.seed})")
+    if args.executor == "slurm":
+        print(f"follow them with: study grid {args.grid} --out {args.out} --executor slurm --status")
+        return 0
+    failed = 0
+    for cell, job in jobs:  # the local executor's jobs are this machine's processes: wait for them
+        try:
+            outcome = job.result()
+        except Exception as e:  # the job's process died (killed) or raised outside the cell
+            outcome = {"status": "failed", "error": _one_line(e)}
+        failed += outcome["status"] == "failed"
+        print(f"  {cell.label} (seed {cell.seed}): {outcome['status']}"
+              + (f": {outcome['error']}" if "error" in outcome else ""))
+    return 1 if failed else 0
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -25,7 +25,7 @@ from .data.pipeline import encode, full_sequence_items
 from .data.synthetic import CorpusConfig, make_splits, other_task_examples
 from .evaluate import evaluate, write_test_split
 from .identity import artefact_config, weights_sha256
-from .models import atomic_dir, build_model, get_tokenizer, load_model, load_pretrained
+from .models import build_model, build_once, get_tokenizer, load_model, load_pretrained
 from .records import atomic_write_text
 from .scoring import scorer_name
 from .train import LoopSettings, pick_device, train_loop
@@ -127,8 +127,7 @@ def get_pretrained(role: str, cfg: RunConfig, p: PretrainConfig):
     student, the one-step facts it was trained on), by the artefact's evaluation settings."""
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir)
     path = artefact_path(role, cfg, p, tok_key)
-    if not path.exists():
-        atomic_dir(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
+    build_once(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
     meta = json.loads((path / META).read_text())
     meta["id"] = path.name
     model = load_model(path, cfg.attn_implementation, pick_device(cfg.device))
