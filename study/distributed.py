@@ -159,6 +159,40 @@ def full_state_dict(model, world: World) -> dict | None:
     return out if world.main else None
 
 
+def run_under_torchrun(cfg, out_dir, name: str, where: list[str] = ("--standalone",)) -> dict:
+    """Train ``cfg`` on ``cfg.nproc`` processes (``torchrun <where> ... -m study run``; ``where``:
+    a multi-node rendezvous, study/slurm.py) and return the record rank 0 wrote. The config
+    goes to ``<out>/.configs/<name>.json`` for the ranks to read."""
+    import json
+    from dataclasses import asdict
+
+    from . import records
+
+    config = Path(out_dir) / ".configs" / f"{name}.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    records.atomic_write_text(config, json.dumps(asdict(cfg)))  # JSON is YAML
+    nodes = next((int(w.split("=")[1]) for w in where if w.startswith("--nnodes=")), 1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={cfg.nproc // nodes}",
+           "-m", "study", "run", "--config", str(config), "--out", str(out_dir), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_ranks_env())
+    if done.returncode:
+        raise RuntimeError(f"torchrun exited with status {done.returncode}: {done.stderr[-2000:].strip()}")
+    # Rank 0's record: the newest of this config (its id names weights only the ranks loaded).
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    for path in sorted((p for p in Path(out_dir).iterdir() if records.is_record_name(p.name)),
+                       key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        rec = records.read(path)
+        if rec.get("config") == wanted:
+            return rec
+    raise RuntimeError(f"torchrun finished but wrote no record of this config into {out_dir}")
+
+
+def _ranks_env() -> dict:
+    """The environment of the ranks: they import the study package this process runs."""
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def launch(cfg, argv: list[str]) -> int:
     """Run ``python -m study <argv>`` on ``cfg.nproc`` processes of this machine under torchrun;
     returns torchrun's exit status. The ranks get the launcher's thread count explicitly
@@ -169,7 +203,4 @@ def launch(cfg, argv: list[str]) -> int:
            "-m", "study", *argv]
     if not cfg.threads:
         cmd += ["--set", f"threads={resolved_threads(cfg)}"]
-    # The ranks import the study package this process runs.
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.call(cmd, env=env)
+    return subprocess.call(cmd, env=_ranks_env())

@@ -316,6 +316,11 @@ def run_cell(cell: Cell, out_dir: str | Path, runner=None) -> dict:
     GPUs passes one that runs torchrun, study/slurm.py)."""
     from .run import run
 
+    if runner is None and cell.config.nproc > 1:  # several processes of this machine
+        from .distributed import run_under_torchrun
+
+        def runner(cfg, out):
+            return run_under_torchrun(cfg, out, cell.key)
     runner = runner or (lambda cfg, out: run(cfg, out, progress=False))
     out_dir = Path(out_dir)
     started = time.perf_counter()

@@ -28,17 +28,15 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import records
-from .config import check_types, config_from_dict, parse_override
+from .config import check_types, parse_override
 from .grid import Cell, Grid, run_cell, status
 
 log = logging.getLogger(__name__)
@@ -143,23 +141,17 @@ class CellJob:
 
     def _torchrun(self, cfg, out_dir: Path) -> dict:
         """The cell on nproc processes: torchrun on every node of the job (rendezvous on the
-        first), ``python -m study run`` on every rank; returns the record rank 0 wrote."""
+        first node), ``python -m study run`` on every rank; returns the record rank 0 wrote."""
         import submitit
 
+        from .distributed import run_under_torchrun
+
         env = submitit.JobEnvironment()
-        config = Path(out_dir) / ".submitit" / "cells" / f"{self.cell.key}.json"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        records.atomic_write_text(config, json.dumps(asdict(cfg)))  # JSON is YAML
         nodes = cfg.nproc // max(1, self.gpus_per_node)
         where = (["--standalone"] if nodes == 1 else
                  [f"--nnodes={nodes}", f"--node-rank={env.node}", f"--master-addr={env.hostnames[0]}",
                   f"--master-port={29500 + int(env.job_id.split('_')[-1]) % 1000}"])
-        cmd = [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={cfg.nproc // nodes}",
-               "-m", "study", "run", "--config", str(config), "--out", str(out_dir), "--no-progress"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"torchrun exited with status {done.returncode}: {done.stderr[-2000:].strip()}")
-        return records.read(records.record_path(out_dir, self.cell.run_id))
+        return run_under_torchrun(cfg, out_dir, self.cell.key, where)
 
     def checkpoint(self, *args, **kwargs):
         import submitit
