@@ -3,7 +3,7 @@ KD training step against plain fine-tuning (SFT) of the same student.
 
     python benchmarks/compute_vs_lsp.py                                  # CPU-sized (see below)
     python benchmarks/compute_vs_lsp.py --device cuda --models 0.6B 1.7B 4B --teacher 4B \
-        --layers 0 --peak-tflops 989 --out results/compute_vs_lsp_gpu.md  # one GPU, as is
+        --layers 0 --attn sdpa --peak-tflops 989 --out results/compute_vs_lsp_gpu.md  # one GPU, as is
 
 Students are Qwen3-0.6B, 1.7B and 4B architectures (their published configs: hidden size,
 layers, heads, KV heads, MLP width, tied embeddings), randomly initialised: nothing is
@@ -23,15 +23,21 @@ torch.profiler's matmul FLOPs of the profiled step against the analytic count (s
 + backward and, when live, the teacher's forward), and MFU = analytic FLOPs / step time /
 device peak (``--peak-tflops``; on CPU the measured rate of a 2,048 x 2,048 fp32 matmul).
 
-The memory figure: one whole training step (the profiled one) of KD (alpha 0.5, teacher cached
+Memory on a GPU at full size: the 4B student with fp32 AdamW holds 64 GB of weights, gradients
+and moments before any activation, and eager attention keeps a T x T matrix per head and layer:
+use ``--attn sdpa`` (the profiler then misses the fused attention, so the FLOP ratio drops below 1)
+and a card of more than 80 GB for 4B, or ``--models 0.6B 1.7B`` on 80 GB.
+
+The memory figure: one whole training step (not profiled) of KD (alpha 0.5, teacher cached
 and live) against SFT (alpha 0: cross-entropy only, the same chunked head) of the smallest
 student, at V = 151,936 and one sequence of T = 4,096 tokens, all supervised. Goal: KD at most
 1.2 x SFT.
 
 On CPU the layer count is reduced (``--layers``, default 1 decoder layer per model; 0 = as
-published), and so are the sizes of the lsp table (``--vocab 8192 --max-len 256 --batch 1``);
+published), and so are the sizes of the lsp table (``--vocab 8192 --max-len 256``);
 the memory figure keeps V = 151,936 and T = 4,096 (``--memory-layers``, default as ``--layers``)
-and leaves out its live-teacher row unless ``--memory-live``.
+and leaves out its live-teacher row unless ``--memory-live``. Each memory row runs in a fresh
+process (under ``--limit-gb`` of address space on CPU), so one row's freed memory is not another's.
 Not a test: timings depend on the machine; compare rows of one run.
 """
 
@@ -43,6 +49,8 @@ import json
 import math
 import random
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -164,6 +172,40 @@ def build(name: str, layers: int, vocab: int, attn: str, device, frozen: bool = 
     return model
 
 
+MEMORY_ROWS = {"sft": "SFT (alpha 0)", "cached": "KD, teacher cached (top-64)", "live": "KD, teacher live"}
+
+
+def memory_row(mode: str, args, device) -> dict:
+    """One row of the memory figure (run in its own process): the profiled step only."""
+    name = args.models[0]
+    student = build(name, args.memory_layers, VOCAB, args.memory_attn, device)
+    teacher = build(args.teacher, args.memory_layers, VOCAB, args.memory_attn, device, frozen=True) \
+        if mode == "live" else None
+    items = items_for([4096], 1.0, VOCAB, mode == "cached", seed=1)
+    s = LoopSettings(steps=2, batch_size=1, lr=1e-5, warmup=0.3, alpha=0.0 if mode == "sft" else 0.5, vocab=TOKENS)
+    opt, sched = make_optimizer(student, s)
+    student.train()
+    resident = tensor_bytes(student) + (tensor_bytes(teacher) if teacher is not None else 0)
+    # No profiler here: at this size its records of the chunked top-k loss outgrow the step
+    # itself (> 22 GB against 2.3 GB, results/LOG.md). CPU: the rise of the process's peak
+    # resident size over its size before the step, plus the parameters already resident.
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = _rss()
+    train_step(student, teacher, items, [0], 0, s, opt, sched, device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resident + max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    return {"peak_bytes": int(peak), "resident_bytes": resident,
+            "without_teacher_weights": int(peak) - (tensor_bytes(teacher) if teacher is not None else 0)}
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto")
@@ -172,12 +214,13 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=None, help="decoder layers per model (0: as published; CPU default 1)")
     p.add_argument("--vocab", type=int, default=None, help=f"head rows of the lsp table (GPU default {VOCAB}, CPU 8192)")
     p.add_argument("--max-len", type=int, default=None, help="longest sequence (GPU default 4096, CPU 256)")
-    p.add_argument("--batch", type=int, default=None, help="sequences per step (GPU default 4, CPU 1)")
+    p.add_argument("--batch", type=int, default=1, help="sequences per step")
     p.add_argument("--steps", type=int, default=1, help="timed steps per row (after the profiled one)")
     p.add_argument("--lsp", nargs="+", type=float, default=[round(0.1 * i, 1) for i in range(1, 11)])
     p.add_argument("--memory-layers", type=int, default=None, help="layers of the KD/SFT memory figure's models")
     p.add_argument("--no-memory", action="store_true", help="skip the KD against SFT memory figure")
     p.add_argument("--memory-only", action="store_true", help="only the KD against SFT memory figure")
+    p.add_argument("--memory-row", choices=list(MEMORY_ROWS), help=argparse.SUPPRESS)  # one row, in a child
     p.add_argument("--memory-live", action=argparse.BooleanOptionalAction, default=None,
                    help="the memory figure's live-teacher row too (GPU default; on CPU it adds the teacher's "
                         "forward at T = 4,096 and V = 151,936, minutes)")
@@ -195,10 +238,13 @@ def main() -> None:
     if not gpu and args.limit_gb:
         cap = int(args.limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    if args.memory_row:  # a child of the memory figure: one row, as JSON
+        print(json.dumps(memory_row(args.memory_row, args, device)))
+        return
     layers = args.layers if args.layers is not None else (0 if gpu else 1)
     vocab = args.vocab or (VOCAB if gpu else 8192)
     max_len = args.max_len or (4096 if gpu else 256)
-    batch = args.batch or (4 if gpu else 1)
+    batch = args.batch
     peak, peak_what = device_peak_flops(device, args.peak_tflops)
     lens = lengths(batch * (args.steps + 1), max_len, seed=0)
     started = time.perf_counter()
@@ -233,29 +279,29 @@ def main() -> None:
     if not args.no_memory:
         mlayers = args.memory_layers if args.memory_layers is not None else layers
         name = args.models[0]
-        one = lengths(1, 4096, seed=0)
-        one[0] = 4096
         lines += ["", f"Peak memory of one whole training step at V = {VOCAB:,}, T = 4,096 (one sequence, "
                   f"supervised after its first 8%; {args.memory_attn} attention), Qwen3-{name} student"
-                  f"{'' if mlayers == 0 else f' with {mlayers} decoder layer(s)'}:", "",
-                  "| step | peak MiB | x SFT | peak without the teacher's weights, x SFT |", "|---|---|---|---|"]
+                  f"{'' if mlayers == 0 else f' with {mlayers} decoder layer(s)'}, each row in a fresh process:",
+                  "", "| step | peak MiB | x SFT | peak without the teacher's weights, x SFT |", "|---|---|---|---|"]
         memory = {}
-        modes = [("SFT (alpha 0)", 0.0, None), ("KD, teacher cached (top-64)", 0.5, "cached")]
-        if args.memory_live if args.memory_live is not None else gpu:
-            modes.append((f"KD, teacher live (Qwen3-{args.teacher})", 0.5, "live"))
-        for label, alpha, mode in modes:
-            student = build(name, mlayers, VOCAB, args.memory_attn, device)
-            teacher = (build(args.teacher, mlayers, VOCAB, args.memory_attn, device, frozen=True)
-                       if mode == "live" else None)
-            items = items_for(one, 1.0, VOCAB, mode == "cached", seed=1)
-            r = measure(student, teacher, items, 1, 0, alpha, device)  # the profiled step only
-            own = r["peak_bytes"] - (tensor_bytes(teacher) if teacher is not None else 0)
-            memory[label] = {"peak_bytes": r["peak_bytes"], "without_teacher_weights": own}
-            sft = memory["SFT (alpha 0)"]["peak_bytes"]
-            lines.append(f"| {label} | {r['peak_bytes'] / 2**20:.0f} | {r['peak_bytes'] / sft:.2f} | {own / sft:.2f} |")
+        modes = ["sft", "cached"] + (["live"] if (args.memory_live if args.memory_live is not None else gpu) else [])
+        for mode in modes:
+            cmd = [sys.executable, __file__, "--memory-row", mode, "--device", str(device), "--models", name,
+                   "--teacher", args.teacher, "--memory-layers", str(mlayers), "--memory-attn", args.memory_attn,
+                   "--limit-gb", str(args.limit_gb)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["?"])[-1]
+                lines.append(f"| {MEMORY_ROWS[mode]} | did not fit ({last[:80]}) | | |")
+                print(lines[-1], flush=True)
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            memory[mode] = r
+            sft = memory.get("sft", {}).get("peak_bytes")
+            ratio = lambda b: f"{b / sft:.2f}" if sft else "?"  # noqa: E731
+            lines.append(f"| {MEMORY_ROWS[mode]} | {r['peak_bytes'] / 2**20:.0f} | {ratio(r['peak_bytes'])} | "
+                         f"{ratio(r['without_teacher_weights'])} |")
             print(lines[-1], flush=True)
-            del student, teacher
-            gc.collect()  # AdamW and its scheduler reference each other
     lines.append(f"\n{time.perf_counter() - started:.0f} s in all")
     text = "\n".join(lines)
     print(text)
