@@ -165,7 +165,15 @@ class Distiller(torch.nn.Module):
     def teacher_logits(self, batch: dict, s: LoopSettings) -> torch.Tensor:
         """The live teacher's logits on the supervised rows: its body, then its head (through
         ``forward``, so that a sharded Distiller gathers the teacher's parameters)."""
-        return self(batch, s, None, teacher_only=True)
+        from torch.distributed.fsdp import FSDPModule
+
+        logits = self(batch, s, None, teacher_only=True)
+        if isinstance(self, FSDPModule):
+            # FSDP2 keeps the root's parameters gathered after its forward until a backward
+            # reshards them; with no backward here, reshard now, or the student's parameters
+            # would be the gathered copies when the optimiser takes them.
+            self.reshard()
+        return logits
 
 
 def distiller(model, teacher=None) -> Distiller:

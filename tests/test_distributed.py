@@ -84,7 +84,7 @@ def test_two_process_study_run_matches_one_process(tmp_path, tiny_cache):
     from study.records import is_record_name, read_checked
     from tiny import tiny_config
 
-    cfg = tiny_config(tiny_cache, threads=1, batch_size=4, save_student=False)
+    cfg = tiny_config(tiny_cache, threads=1, batch_size=4, save_student=False, teacher_cache=False)
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(asdict(cfg)))  # JSON is YAML
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "one"), "--no-progress"]) == 0
