@@ -170,9 +170,6 @@ def executor(kind: str, out_dir: Path, grid: Grid, slurm: SlurmConfig):
     """A submitit executor for the grid's jobs; their logs go to ``<out>/.submitit/<grid>/``."""
     import submitit
 
-    if kind == "slurm" and shutil.which("sbatch") is None:
-        raise ValueError("--executor slurm needs Slurm (no sbatch on this machine); use --executor local here, "
-                         "or --executor submitit-local to run the submitit path on this machine")
     ex = submitit.AutoExecutor(folder=Path(out_dir) / ".submitit" / grid.name,
                                cluster="local" if kind == "submitit-local" else "slurm")
     params: dict[str, Any] = dict(name=f"study-{grid.name}", timeout_min=slurm.time_minutes, nodes=slurm.nodes,
@@ -193,6 +190,9 @@ def pending(cells: list[Cell], out_dir: Path, active: set[str] = frozenset()) ->
 def submit(grid: Grid, out_dir: str | Path, kind: str, slurm: SlurmConfig) -> list[tuple[Cell, Any]]:
     """Submit the grid's pending cells as one array; returns (cell, submitit job) pairs and
     adds them to ``<out>/<grid>.jobs.json``."""
+    if kind == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError("--executor slurm needs Slurm (no sbatch on this machine); use --executor local here, "
+                         "or --executor submitit-local to run the submitit path on this machine")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = with_nproc(grid.cells, slurm.nproc)

@@ -5,6 +5,7 @@ whose job trains it on two processes under torchrun (a multi-GPU job's path, on 
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -43,6 +44,23 @@ def test_slurm_resources_from_the_grid_a_shared_file_and_overrides(tmp_path):
     assert (over.partition, over.nodes, over.nproc) == ("h100", 2, 8)
     with pytest.raises(ValueError, match="unknown slurm key.*partiton"):
         slurm_config(grid, overrides=["partiton=x"])
+
+
+def test_cli_slurm_errors(tmp_path, tiny_cache, capsys):
+    g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}], seeds=[1])
+    out = str(tmp_path / "runs")
+    assert main(["grid", str(g), "--out", out, "--set", "slurm.partition=gpu"]) == 2  # the local runner has none
+    assert "apply to --executor slurm or submitit-local only" in capsys.readouterr().err
+    assert main(["grid", str(g), "--out", out, "--executor", "slurm", "--set", "slurm.gpus=2", "--dry-run"]) == 2
+    assert "unknown slurm key(s) gpus" in capsys.readouterr().err
+    # 8 examples per batch do not split over 3 processes
+    assert main(["grid", str(g), "--out", out, "--executor", "slurm", "--set", "slurm.gpus_per_node=3",
+                 "--dry-run"]) == 2
+    assert "a job of 3 processes" in capsys.readouterr().err
+    if shutil.which("sbatch") is None:
+        assert main(["grid", str(g), "--out", out, "--executor", "slurm"]) == 2
+        assert "needs Slurm (no sbatch on this machine)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
