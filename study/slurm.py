@@ -105,10 +105,8 @@ def slurm_config(grid: Grid, file: str | Path | None = None, overrides: list[str
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     """(config overrides, slurm overrides without their ``slurm.`` prefix)."""
-    config, slurm = [], []
-    for text in overrides:
-        (slurm if text.startswith("slurm.") else config).append(text.removeprefix("slurm.") if text.startswith("slurm.")
-                                                                 else text)
+    config = [text for text in overrides if not text.startswith("slurm.")]
+    slurm = [text.removeprefix("slurm.") for text in overrides if text.startswith("slurm.")]
     return config, slurm
 
 

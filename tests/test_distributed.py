@@ -76,7 +76,7 @@ def test_per_rank_mean_normalisation_is_rejected(two_ranks):
 
 
 def test_two_process_study_run_matches_one_process(tmp_path, tiny_cache):
-    """`study run --nproc 2` (torchrun, FSDP2 on gloo, cached teacher rows) writes a record whose
+    """`study run --nproc 2` (torchrun, FSDP2 on gloo, a live sharded teacher) writes a record whose
     curve is the 1-process record's; rank 0 alone writes it, with the world size and launcher."""
     from dataclasses import asdict
 
