@@ -2,6 +2,7 @@
 ``study evaluate``, ``study compare``, ``study pretrain``.
 
     study run --config configs/quick.yaml --set lsp=0.5 --out results/runs
+    study run --nproc 4 --config configs/quick.yaml --out results/runs  # 4 processes under torchrun
     study evaluate --run 9b706c0f671e --runs results/runs --set max_gen_toks=512   # re-score a saved student
     study grid configs/grids/truncation.yaml --out results/runs      # resumes; --quick, --jobs 2
     study show --config configs/quick.yaml --set lsp=0.5 --index 3     # sections + supervision
@@ -19,6 +20,7 @@ CI or a variant missing in the reproduction.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p_run.add_argument("--overwrite", action="store_true",
                        help="replace an existing record of this run (the old one moves to <out>/.replaced/)")
+    p_run.add_argument("--nproc", type=int, metavar="N",
+                       help="train on N processes (GPUs) of this machine: launches torchrun (= --set nproc=N)")
     p_grid = sub.add_parser("grid", help="run every cell of a grid (skips cells whose record exists)")
     p_grid.add_argument("grid", help="grid YAML (see configs/grids/)")
     p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -69,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p_grid.add_argument("--base", help="base run config instead of the grid's own `base`")
     p_grid.add_argument("--jobs", type=int, default=1, help="cells at once (each with cores/jobs threads)")
     p_grid.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
+    p_grid.add_argument("--executor", choices=("local", "submitit-local", "slurm"), default="local",
+                        help="local: run the cells here (default); slurm: submit the pending cells as one Slurm "
+                             "array through submitit; submitit-local: the same through submitit's local executor")
+    p_grid.add_argument("--slurm", metavar="FILE",
+                        help="Slurm resources (configs/slurm/example.yaml) instead of the grid's `slurm:` section; "
+                             "override keys with --set slurm.partition=gpu")
+    p_grid.add_argument("--status", action="store_true",
+                        help="each cell's record status and its latest submitted job's state")
     p_grid.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     p_show = sub.add_parser("show", help="print a training sequence with sections and supervision marked")
     _common(p_show)
@@ -113,16 +125,28 @@ def main(argv: list[str] | None = None) -> int:
             return _grid(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "run" and args.nproc is not None:
+            args.set.append(f"nproc={args.nproc}")
         if args.command == "compare":
             return _compare(args)
         if args.command == "pretrain":
             return _pretrain(args)
         cfg = load_config(args.config, args.set)
         if args.command == "run":
+            from .distributed import launch, launched_world
             from .records import record_path
             from .run import run
 
-            rec = run(cfg, args.out, progress=not args.no_progress, overwrite=args.overwrite)
+            world = launched_world()  # torchrun's rank, or a single process
+            if world.size > 1 and cfg.nproc == 1:  # `torchrun --nproc-per-node N -m study run ...`
+                cfg = dataclasses.replace(cfg, nproc=world.size)
+            if world.size == 1 and cfg.nproc > 1:  # start the ranks, which run this command line
+                return launch(cfg, _without_nproc(sys.argv[1:] if argv is None else list(argv)))
+            if not world.main:
+                logging.getLogger().setLevel(logging.WARNING)
+            rec = run(cfg, args.out, progress=not args.no_progress, overwrite=args.overwrite, world=world)
+            if rec is None:  # not rank 0: rank 0 evaluates and writes the record
+                return 0
             q = next(iter(rec["quality"].values()))
             print(f"{rec['run_id']}: accuracy {q['accuracy']:.3f} (first \\boxed: {q['accuracy_first_boxed']:.3f}), "
                   f"{rec['compute']['train_seconds']:.1f} s training -> {record_path(args.out, rec['run_id'])}")
@@ -138,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _grid(args) -> int:
     from .grid import describe, load_grid, run_grid, status
+    from .slurm import split_overrides
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
-    grid = load_grid(args.grid, args.set, quick=args.quick, base=args.base)
+    config_sets, slurm_sets = split_overrides(args.set)
+    grid = load_grid(args.grid, config_sets, quick=args.quick, base=args.base)
+    if args.executor != "local" or args.status:
+        return _submitted_grid(args, grid, slurm_sets)
+    if slurm_sets or args.slurm:
+        raise ValueError("--slurm and --set slurm.KEY=VALUE apply to --executor slurm or submitit-local only")
     if args.dry_run:
         from .grid import cells_for_jobs
 
@@ -191,6 +221,65 @@ def _pretrain(args) -> int:
             print(f"{r['name']:22s} {how}{threads}  sha256 {r['sha256'][:12]}  {r['release']}{out}")
         print(f"  ({time.perf_counter() - started:.0f} s, cache {cfg.cache_dir})")
     return 0
+
+
+def _submitted_grid(args, grid, slurm_sets: list[str]) -> int:
+    """``study grid --executor slurm | submitit-local`` (submit; --dry-run: what would be
+    submitted) and ``--status`` (the records and the jobs' state)."""
+    from .grid import status
+    from .slurm import describe_status, pending, slurm_config, submit, with_nproc
+
+    slurm = slurm_config(grid, args.slurm, slurm_sets)
+    cells = with_nproc(grid.cells, slurm.nproc)
+    if args.status:
+        print("\n".join(describe_status(grid, args.out, cells)))
+        return 0
+    if args.dry_run:
+        todo = pending(cells, args.out)
+        where = (f"partition {slurm.partition or '(default)'}, account {slurm.account or '(default)'}, "
+                 f"{slurm.nodes} node(s) x {slurm.gpus_per_node} GPU(s), {slurm.cpus_per_task} CPUs, "
+                 f"{slurm.mem_gb} GB, {slurm.time_minutes} min, at most {slurm.array_parallelism} at once"
+                 if args.executor == "slurm" else "submitit's local executor")
+        print(f"would submit {len(todo)} of {len(cells)} cells as one array ({where}); "
+              f"{cells[0].config.nproc} process(es) per cell")
+        for cell in cells:
+            print(f"{cell.run_id or '(not built)':12s}  {status(cell, args.out):8s} {cell.label} (seed {cell.seed})")
+        return 0
+    jobs = submit(grid, args.out, args.executor, slurm)
+    print(f"grid {grid.name}: submitted {len(jobs)} of {len(cells)} cells "
+          f"({len(cells) - len(jobs)} have a record or a queued job)")
+    for cell, job in jobs:
+        print(f"  job {job.job_id}: {cell.label} (seed {cell.seed})")
+    if args.executor == "slurm":
+        print(f"follow them with: study grid {args.grid} --out {args.out} --executor slurm --status")
+        return 0
+    failed = 0
+    for cell, job in jobs:  # the local executor's jobs are this machine's processes: wait for them
+        try:
+            outcome = job.result()
+        except Exception as e:  # the job's process died (killed) or raised outside the cell
+            outcome = {"status": "failed", "error": _one_line(e)}
+        failed += outcome["status"] == "failed"
+        print(f"  {cell.label} (seed {cell.seed}): {outcome['status']}"
+              + (f": {outcome['error']}" if "error" in outcome else ""))
+    return 1 if failed else 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line the ranks run: ``--nproc N`` becomes ``--set nproc=N`` (torchrun's own
+    parser would take ``--nproc`` for an abbreviation of its ``--nproc-per-node``)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--nproc":
+            out += ["--set", f"nproc={argv[i + 1]}"]
+            i += 2
+            continue
+        if argv[i].startswith("--nproc="):
+            out += ["--set", f"nproc={argv[i].split('=', 1)[1]}"]
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
 
 
 def _evaluate(args) -> int:

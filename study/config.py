@@ -325,6 +325,12 @@ class RunConfig:
     threads: int = 0  # torch threads; 0: torch's default (the cores). Part of the run id
     save_student: bool = True  # save the distilled student beside the record (<run_id>.student/)
     cache_dir: str = "cache"  # tokenizer, teacher, base student (keyed by config hash)
+    # Processes (GPUs) that train the run together: FSDP2 under torchrun (study/distributed.py).
+    # The optimiser steps are the single-process ones; the count is part of the execution.
+    nproc: int = 1
+    # Recompute each student layer's activations in backward instead of keeping them: less
+    # memory, more compute, the same gradients.
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         check_types(self)
@@ -379,6 +385,10 @@ class RunConfig:
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         _at_least(self, "threads", 0)  # 0: torch's default
+        _at_least(self, "nproc", 1)
+        if self.batch_size % (self.nproc * self.grad_accum):
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of nproc {self.nproc} x grad_accum "
+                             f"{self.grad_accum}: every process takes an equal share of every batch")
         if not self.cache_dir:
             raise ValueError("cache_dir must be a folder name, got an empty string")
 
@@ -434,7 +444,9 @@ class RunConfig:
 
 # Fields that never change a run's results (where it runs, what is stored, which steps the
 # profiler sees): left out of run ids (study/identity.py) and of the analysis' variants.
-NON_SEMANTIC = ("device", "cache_dir", "threads", "save_student", "profile_steps")
+# ``nproc`` is part of the execution instead (study/identity.py); activation checkpointing
+# recomputes the same activations.
+NON_SEMANTIC = ("device", "cache_dir", "threads", "save_student", "profile_steps", "nproc", "activation_checkpointing")
 
 
 def config_hash(obj: Any, length: int = 12) -> str:

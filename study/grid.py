@@ -19,6 +19,7 @@ A grid file::
         set: {cut_after_think: true}
       - set: {lsp: 1.0}            # a cell's own seeds replace the grid's: more seeds where
         seeds: [45, 46]            # the headline comparisons are (with the axis' 42-44: five)
+    slurm: ../slurm/example.yaml   # optional: resources of its Slurm jobs (study/slurm.py)
 
 A cell's config is the base config, then (``--quick``) the quick grid's ``set``, then the
 grid's ``set``, then the cell's own values, then the seed, then the command line's ``--set``.
@@ -53,7 +54,7 @@ from .identity import config_key, run_id
 
 log = logging.getLogger(__name__)
 
-GRID_KEYS = ("name", "description", "base", "seeds", "set", "axes", "cells")
+GRID_KEYS = ("name", "description", "base", "seeds", "set", "axes", "cells", "slurm")
 CELL_KEYS = ("label", "set", "seeds")
 
 
@@ -91,6 +92,8 @@ class Grid:
     # record by how its config differs from this.
     reference: RunConfig
     duplicates: list[str] = field(default_factory=list)  # cells that collapsed onto another
+    # Resources of its Slurm jobs (study/slurm.py): a mapping, or a file relative to the grid.
+    slurm: dict | str | None = None
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -236,8 +239,11 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         cells.append(Cell(label, seed, cfg))
     for d in dupes:
         log.warning("%s: cell %s: same run, kept once", path, d)
+    if not isinstance(spec.get("slurm") or {}, (dict, str)):
+        raise ValueError(f"{path}: slurm must be a mapping of Slurm resources or the path of a Slurm config "
+                         f"(e.g. ../slurm/example.yaml), got {spec['slurm']!r}")
     return Grid(str(spec.get("name") or path.stem), str(spec.get("description") or ""), path, cells,
-                reference, dupes)
+                reference, dupes, spec.get("slurm"))
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -303,11 +309,19 @@ def cost(cfg: RunConfig) -> float:
     return cfg.epochs * cfg.corpus.train_examples * (kept + 0.25)
 
 
-def run_cell(cell: Cell, out_dir: str | Path) -> dict:
+def run_cell(cell: Cell, out_dir: str | Path, runner=None) -> dict:
     """Run one cell unless it is done or running elsewhere. Returns an outcome dict with
-    ``status`` ran / skipped / busy / failed."""
+    ``status`` ran / skipped / busy / failed. ``runner(config, out_dir)`` trains the cell and
+    returns its record (default: ``study.run.run`` in this process; a Slurm job of several
+    GPUs passes one that runs torchrun, study/slurm.py)."""
     from .run import run
 
+    if runner is None and cell.config.nproc > 1:  # several processes of this machine
+        from .distributed import run_under_torchrun
+
+        def runner(cfg, out):
+            return run_under_torchrun(cfg, out, cell.key)
+    runner = runner or (lambda cfg, out: run(cfg, out, progress=False))
     out_dir = Path(out_dir)
     started = time.perf_counter()
     # Locked by config key: the run id is unknown until the teacher and base student exist.
@@ -320,7 +334,7 @@ def run_cell(cell: Cell, out_dir: str | Path) -> dict:
         for tmp in records.temporaries(out_dir, cell.run_id or cell.key):  # left by a killed writer
             tmp.unlink()
         try:
-            rec = run(cell.config, out_dir, progress=False)
+            rec = runner(cell.config, out_dir)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # the grid goes on; the error is kept for the summary and retried later

@@ -152,12 +152,16 @@ def resolved_threads(cfg: RunConfig) -> int:
 
 
 def execution(cfg: RunConfig) -> dict:
-    """Where the run computes: device type, compute dtype, torch threads."""
+    """Where the run computes: device type, compute dtype, torch threads and, on several
+    processes, their number (absent for one, so single-process ids are as they were)."""
     from .train import pick_device
 
     device = pick_device(cfg.device).type
-    return {"device": device, "dtype": "bfloat16" if device == "cuda" else "float32",
-            "threads": resolved_threads(cfg)}
+    out = {"device": device, "dtype": "bfloat16" if device == "cuda" else "float32",
+           "threads": resolved_threads(cfg)}
+    if cfg.nproc > 1:  # the shares and the reduction over ranks change the summation order
+        out["world_size"] = cfg.nproc
+    return out
 
 
 def config_key(cfg: RunConfig) -> str:

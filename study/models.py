@@ -20,6 +20,7 @@ build never leaves a half-written model that a later run would trust.
 from __future__ import annotations
 
 import hashlib
+import fcntl
 import json
 import random
 import shutil
@@ -70,6 +71,21 @@ def atomic_dir(final: Path, build) -> Path:
     return final
 
 
+def build_once(final: Path, build) -> bool:
+    """Build ``final`` with ``atomic_dir`` unless it exists; returns whether this call built it.
+    Processes that need it at once (a grid's jobs) wait for the first builder (an exclusive
+    lock on a file beside it) instead of building it again."""
+    if final.exists():
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the holder ends, however it ends
+        if final.exists():
+            return False
+        atomic_dir(final, build)
+        return True
+
+
 def tokenizer_key(cfg: TokenizerConfig) -> str:
     return f"tokenizer-{config_hash(tokenizer_fields(cfg))}"
 
@@ -91,7 +107,7 @@ def get_tokenizer(cfg: TokenizerConfig, cache_dir: str | Path, use_release: bool
     key = tokenizer_key(cfg)
     path = Path(cache_dir) / key
     if not path.exists() and not (use_release and release.take(path)):
-        atomic_dir(path, lambda tmp: train_tokenizer(tokenizer_texts(cfg), cfg.vocab_size).save_pretrained(tmp))
+        build_once(path, lambda tmp: train_tokenizer(tokenizer_texts(cfg), cfg.vocab_size).save_pretrained(tmp))
     return AutoTokenizer.from_pretrained(path), key
 
 

@@ -31,7 +31,7 @@ from .data.pipeline import encode, full_sequence_items
 from .data.synthetic import CorpusConfig, make_splits, other_task_examples
 from .evaluate import evaluate, write_test_split
 from .identity import artefact_config, weights_sha256
-from .models import atomic_dir, build_model, get_tokenizer, load_model, load_pretrained
+from .models import build_model, build_once, get_tokenizer, load_model, load_pretrained
 from .records import atomic_write_text
 from . import release
 from .scoring import scorer_name
@@ -163,7 +163,7 @@ def build_artefact(role: str, cfg: RunConfig, p: PretrainConfig, use_release: bo
     tokenizer, tok_key = get_tokenizer(cfg.tokenizer, cfg.cache_dir, use_release=use_release)
     path = artefact_path(role, cfg, p, tok_key)
     if not path.exists() and not (use_release and release.take(path)):
-        atomic_dir(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
+        build_once(path, lambda tmp: _pretrain(role, cfg, p, tokenizer, tok_key, tmp))
     return path
 
 

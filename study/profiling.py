@@ -89,4 +89,7 @@ def profile_step(step_fn, n_steps: int, device: torch.device) -> dict:
 
 
 def tensor_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Bytes of the parameters this process holds (a sharded parameter: its local shard)."""
+    from torch.distributed.tensor import DTensor
+
+    return sum((p.to_local() if isinstance(p, DTensor) else p).numel() * p.element_size() for p in model.parameters())

@@ -20,21 +20,21 @@ from pathlib import Path
 
 import torch
 
-from . import benchmarks, records, teacher_cache
+from . import benchmarks, distributed, records, teacher_cache
 from .config import RunConfig
 from .data.corpus import load_corpus
 from .data.pipeline import prepare
 from .data.synthetic import make_splits
 from .evaluate import TASK, ending_prior, evaluate, prepare_benchmarks, run_benchmarks
+from .distributed import SINGLE, World
 from .identity import execution, run_id, weights_sha256
-from .losses import IGNORE_INDEX
 from .models import (atomic_dir, build_model, check_heads, check_tokenizers, load_pretrained_tokenizer,
                      run_tokenizer, tokenizer_identity)
 from .pretrain import get_base, get_teacher, test_file
 from .scoring import scorer_name
 from .profiling import analytic_flops, profile_step, tensor_bytes
-from .train import (LoopSettings, batch_schedule, make_optimizer, micro_batch_shapes, micro_batches, pick_device, supervised_targets,
-                    teacher_rows, torch_threads, train_loop, train_step, check_schedule)
+from .train import (LoopSettings, batch_schedule, distiller, make_optimizer, micro_batch_shapes, micro_batches, pick_device,
+                    supervised_targets, torch_threads, train_loop, train_step, check_schedule)
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +85,41 @@ def profiled_steps(step_tokens: list[int], n: int) -> list[int]:
     return first if largest in first else first[:-1] + [largest]
 
 
-def _profile_training_steps(model, teacher, items, steps: list[list[int]], s: LoopSettings, pad: int, device) -> dict:
+def _profile_training_steps(model, teacher, items, steps: list[list[int]], s: LoopSettings, pad: int, device,
+                            world: World = SINGLE) -> dict:
     """``steps`` under the profiler, each a full ``train_step`` with a throwaway optimiser."""
     opt, sched = make_optimizer(model, s)
-    return profile_step(lambda i: train_step(model, teacher, items, steps[i], pad, s, opt, sched, device),
+    return profile_step(lambda i: train_step(model, teacher, items, steps[i], pad, s, opt, sched, device, world),
                         len(steps), device)
 
 
+def job_batches(items, indices: list[int], s: LoopSettings, pad: int, world: World = SINGLE) -> list[dict]:
+    """The micro-batches every rank of the job collates for one optimiser step."""
+    return [b for r in range(world.size) for b in micro_batches(items, World(r, world.size).share(indices),
+                                                                 s.grad_accum, pad)]
+
+
+def job_shapes(items, indices: list[int], s: LoopSettings, world: World = SINGLE) -> list[tuple[int, int]]:
+    """The (batch, width) of every micro-batch of one step over all ranks, without collating."""
+    return [shape for r in range(world.size)
+            for shape in micro_batch_shapes(items, World(r, world.size).share(indices), s.grad_accum)]
+
+
 def measure(model, teacher, items, schedule: list[list[int]], chosen: list[int], s: LoopSettings, pad: int,
-            device) -> dict:
+            device, world: World = SINGLE) -> dict:
     """Profile the ``chosen`` optimiser steps of ``schedule`` exactly as training runs them
     (``train_step``: collation, forward, backward, clipping, the AdamW step), then put the
     student back as it was, so training starts from the same weights and a fresh optimiser.
     Returns the student's step FLOPs (matmuls, and the elementwise rest), the teacher's
-    forward FLOPs on the same steps (a separate pass) and the peak of live allocations."""
-    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    forward FLOPs on the same steps (a separate pass) and the peak of live allocations.
+    On several processes (``model`` a sharded Distiller) every rank profiles its share: the
+    FLOPs are the sums over ranks (the whole job), the peak is the largest rank's."""
+    student = distiller(model).student
+    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()}
     steps = [schedule[i] for i in chosen]
-    prof = _profile_training_steps(model, teacher, items, steps, s, pad, device)
-    model.load_state_dict(snapshot)
-    model.zero_grad(set_to_none=True)
+    prof = _profile_training_steps(model, teacher, items, steps, s, pad, device, world)
+    student.load_state_dict(snapshot)
+    student.zero_grad(set_to_none=True)
     # AdamW and its scheduler reference each other: collect the throwaway pair now, not at some
     # later collection, or the CUDA peak of training would include a second AdamW state.
     gc.collect()
@@ -113,21 +129,31 @@ def measure(model, teacher, items, schedule: list[list[int]], chosen: list[int],
         log.warning("torch.profiler counts no FLOPs for %s: flops_profiler is low", ", ".join(prof["uncounted_ops"]))
 
     def teacher_step(i):  # the teacher's share of a step: its body, then its head on the rows
-        for b in micro_batches(items, steps[i], s.grad_accum, pad):
+        for b in micro_batches(items, world.share(steps[i]), s.grad_accum, pad):
             b = {k: v.to(device) for k, v in b.items()}
-            rows = teacher_rows(teacher, b, b["labels"][:, 1:] != IGNORE_INDEX, s.vocab)
-            rows.hidden @ rows.weight.T
+            distiller(model, teacher).teacher_logits(b, s)
 
-    teacher_flops = profile_step(teacher_step, len(steps), device)["flops"] if teacher is not None else 0.0
-    return {"flops": prof["flops"] - teacher_flops, "flops_other": prof["flops_other"], "teacher_flops": teacher_flops,
-            "uncounted_ops": prof["uncounted_ops"], "step_peak_bytes": prof["step_peak_bytes"]}
+    live = distiller(model, teacher).teacher is not None
+    teacher_flops = profile_step(teacher_step, len(steps), device)["flops"] if live else 0.0
+    flops, other, teacher_flops = world.sum([prof["flops"], prof["flops_other"], teacher_flops])
+    peak = world.max([prof["step_peak_bytes"]])[0] if prof["step_peak_bytes"] is not None else None
+    return {"flops": flops - teacher_flops, "flops_other": other, "teacher_flops": teacher_flops,
+            "uncounted_ops": prof["uncounted_ops"], "step_peak_bytes": None if peak is None else int(peak)}
 
 
-def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
+def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False,
+        world: World = SINGLE) -> dict | None:
     """Distil one student and write its record ``<out_dir>/<run_id>.json``. Everything that can
     be checked before work is checked first: the output folder, the device and that the run
-    supervises something; an existing record is refused (before training) unless ``overwrite``."""
+    supervises something; an existing record is refused (before training) unless ``overwrite``.
+
+    ``world``: this process's rank in a job of ``cfg.nproc`` processes started by torchrun
+    (study/distributed.py); every rank trains its share, rank 0 alone evaluates, writes and
+    returns the record (the others return None)."""
     started = time.perf_counter()
+    if world.size != cfg.nproc:
+        raise ValueError(f"nproc {cfg.nproc} but this process is one of {world.size}: launch the run with "
+                         f"`study run --nproc {cfg.nproc}` or `torchrun --nproc-per-node {cfg.nproc} -m study run`")
     # Pretrained models: the student's tokenizer must be the teacher's (before any folder is made).
     tokenizer = pretrained_tokenizer(cfg) if cfg.base.model.pretrained else None
     out_dir = Path(out_dir)
@@ -136,8 +162,12 @@ def run(cfg: RunConfig, out_dir: str | Path, progress: bool = True, overwrite: b
     if cfg.benchmarks:  # the benchmark files and the backend, before any model is built
         benchmarks.check_files(cfg.benchmarks, cfg.benchmark_dir)
         benchmarks.check_backend(cfg.eval_backend)
-    with torch_threads(cfg.threads):  # the run's thread count, for this run only
-        return _distil(cfg, out_dir, device, started, progress, overwrite, tokenizer)
+    device = distributed.start(world, device)
+    try:
+        with torch_threads(cfg.threads):  # the run's thread count, for this run only
+            return _distil(cfg, out_dir, device, started, progress, overwrite, tokenizer, world)
+    finally:
+        distributed.stop(world)
 
 
 def pretrained_tokenizer(cfg: RunConfig):
@@ -148,49 +178,59 @@ def pretrained_tokenizer(cfg: RunConfig):
     return tokenizer, tok_key
 
 
-def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool,
-            tokenizer=None) -> dict:
-    # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
-    # The embedded tokenizer, or the student's (pretrained models: ``pretrained_tokenizer``).
-    tokenizer, tok_key = tokenizer or run_tokenizer(cfg)
-    hub_models = bool(cfg.teacher.model.pretrained)
-    corpus, encoded, items, empty = training_data(cfg, tokenizer)
-    s = loop_settings(cfg, len(items), len(tokenizer))
-    if s.steps < 1:
-        raise ValueError(f"{len(items)} training items cannot fill one batch of batch_size={cfg.batch_size}; "
-                         "lower batch_size or raise corpus.train_examples")
-    check_schedule(s)
-
-    # --- models: cached (or pretrained) teacher, student from the base (or scratch) -----------
-    teacher, teacher_meta = get_teacher(cfg)
+def fresh_student(cfg: RunConfig, tokenizer, device):
+    """(student before training, the base's meta or None): the cached base student, or a
+    fresh model seeded by the run (``init: scratch``)."""
     if cfg.init == "base":
-        student, base_meta = get_base(cfg)
-    else:
-        torch.manual_seed(cfg.seed)  # independent of whatever the cache lookups trained
-        student, base_meta = build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
-    check_heads(teacher, student, len(tokenizer))  # padded past the tokenizer: rows never read
-    # Whether the teacher and the base (the student before distillation) end traces, read off
-    # their distributions on the gold test traces (evaluate.ending_prior); the student's after.
-    gold = make_splits(cfg.corpus)["test"][:cfg.eval_examples] if cfg.corpus.source == "synthetic" else None
-    teacher_prior = ending_prior(teacher, tokenizer, gold, cfg.eval_batch_size) if gold else None
-    base_prior = ending_prior(student, tokenizer, gold, cfg.eval_batch_size) if gold and base_meta else None
-    weights = {"teacher": teacher_meta["weights_sha256"], "base": base_meta["weights_sha256"] if base_meta else None}
-    rid = run_id(cfg, weights)
-    exe = execution(cfg)
-    records.check_out_dir(out_dir, rid, overwrite)  # before any training
-    # The benchmarks' prepared files (rows in their schema, prompts that fit the student's
-    # context), before any training.
-    prepared = prepare_benchmarks(cfg.benchmarks, cfg.benchmark_dir, tokenizer, Path(cfg.cache_dir) / "benchmarks",
-                                  student.config.max_position_embeddings, cfg.max_gen_toks) if cfg.benchmarks else {}
-    if overwrite:  # the old record, raw output and student go to <out>/.replaced/, never deleted
-        records.set_aside(out_dir, rid)
+        return get_base(cfg)
+    torch.manual_seed(cfg.seed)  # independent of whatever the cache lookups trained
+    return build_model(cfg.base.model, tokenizer, cfg.attn_implementation).to(device), None
 
-    # --- teacher rows from the cache; a cached teacher leaves the device ----------------------
-    cache, cache_built = None, False
-    if cfg.teacher_cache:
-        cache, cache_built = teacher_cache.get_or_build(cfg, teacher, weights["teacher"], tokenizer, tok_key,
-                                                        encoded, device)
-        items = cache.attach(items)
+
+def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: bool, overwrite: bool,
+            tokenizer=None, world: World = SINGLE) -> dict | None:
+    # Several processes: rank 0 builds what the cache lacks (tokenizer, teacher, base student,
+    # teacher rows) while the other ranks wait; then they read it.
+    with world.rank0_first():
+        # --- data: tokenise, truncate, supervise (fails here if nothing is supervised) -----------
+        # The embedded tokenizer, or the student's (pretrained models: ``pretrained_tokenizer``).
+        tokenizer, tok_key = tokenizer or run_tokenizer(cfg)
+        hub_models = bool(cfg.teacher.model.pretrained)
+        corpus, encoded, items, empty = training_data(cfg, tokenizer)
+        s = loop_settings(cfg, len(items), len(tokenizer))
+        if s.steps < 1:
+            raise ValueError(f"{len(items)} training items cannot fill one batch of batch_size={cfg.batch_size}; "
+                             "lower batch_size or raise corpus.train_examples")
+        check_schedule(s)
+
+        # --- models: cached (or pretrained) teacher, student from the base (or scratch) -----------
+        teacher, teacher_meta = get_teacher(cfg)
+        student, base_meta = fresh_student(cfg, tokenizer, device)
+        check_heads(teacher, student, len(tokenizer))  # padded past the tokenizer: rows never read
+        # Whether the teacher and the base (the student before distillation) end traces, read
+        # off their distributions on the gold test traces (evaluate.ending_prior); the
+        # student's after training. Rank 0 alone evaluates.
+        gold = (make_splits(cfg.corpus)["test"][:cfg.eval_examples]
+                if cfg.corpus.source == "synthetic" and world.main else None)
+        teacher_prior = ending_prior(teacher, tokenizer, gold, cfg.eval_batch_size) if gold else None
+        base_prior = ending_prior(student, tokenizer, gold, cfg.eval_batch_size) if gold and base_meta else None
+        weights = {"teacher": teacher_meta["weights_sha256"], "base": base_meta["weights_sha256"] if base_meta else None}
+        rid = run_id(cfg, weights)
+        exe = execution(cfg)
+        records.check_out_dir(out_dir, rid, overwrite)  # before any training
+        # The benchmarks' prepared files (rows in their schema, prompts that fit the student's
+        # context), before any training.
+        prepared = prepare_benchmarks(cfg.benchmarks, cfg.benchmark_dir, tokenizer, Path(cfg.cache_dir) / "benchmarks",
+                                      student.config.max_position_embeddings, cfg.max_gen_toks) if cfg.benchmarks else {}
+        if overwrite and world.main:  # the old record, raw output and student go to <out>/.replaced/, never deleted
+            records.set_aside(out_dir, rid)
+
+        # --- teacher rows from the cache; a cached teacher leaves the device ----------------------
+        cache, cache_built = None, False
+        if cfg.teacher_cache:
+            cache, cache_built = teacher_cache.get_or_build(cfg, teacher, weights["teacher"], tokenizer, tok_key,
+                                                            encoded, device)
+            items = cache.attach(items)  # memory-mapped: each rank reads the rows of its share
     tc = teacher.config
     live = None if cache else teacher  # the model the training steps run, if any
     if live is None:  # its outputs are cached: free it, so peak memory counts what training holds
@@ -199,28 +239,45 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
             torch.cuda.empty_cache()
     schedule = batch_schedule(len(items), s.batch_size, s.steps, s.seed)
     pad = tokenizer.pad_token_id
-    step_shapes = [micro_batch_shapes(items, idx, s.grad_accum) for idx in schedule]
+    step_shapes = [job_shapes(items, idx, s, world) for idx in schedule]  # every rank's micro-batches
     all_shapes = [shape for step in step_shapes for shape in step]
     largest = [max(b * t for b, t in step) for step in step_shapes]
 
-    # --- measure (profiled steps on a snapshot of the student), then train -------------------
+    # --- shard (several processes), measure (profiled steps on a snapshot of the student), train
+    if cfg.activation_checkpointing:
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        student.train()  # Hugging Face recomputes only in training mode (the profiled steps too)
+    model, teacher_arg = student, live
+    if world.size > 1:  # one sharded Distiller holds the student and the live teacher
+        model, teacher_arg = distributed.shard(student, live, world, device), None
     chosen = profiled_steps(largest, cfg.profile_steps)
-    prof = measure(student, live, items, schedule, chosen, s, pad, device)
+    prof = measure(model, teacher_arg, items, schedule, chosen, s, pad, device, world)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stats = train_loop(student, items, pad, s, device, teacher=live, desc=f"run {rid}", progress=progress)
+    stats = train_loop(model, items, pad, s, device, teacher=teacher_arg, desc=f"run {rid}", progress=progress,
+                       world=world)
     resident = tensor_bytes(student) + (tensor_bytes(live) if live is not None else 0)
     teacher_where = "live teacher resident" if live is not None else "teacher freed (outputs cached)"
+    ranks = (f"; per process: the largest of the {world.size} ranks' peaks (each holds its shard of the "
+             f"parameters, gradients and AdamW state and the activations of its share of every batch)"
+             if world.size > 1 else "")
     if device.type == "cuda":
-        peak, peak_source = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+        peak, peak_source = world.max([torch.cuda.max_memory_allocated(device)])[0], "cuda_max_memory_allocated"
         scope = (f"CUDA allocator peak over all {s.steps} training steps (parameters, gradients, AdamW "
-                 f"state, activations, batches); {teacher_where}")
+                 f"state, activations, batches); {teacher_where}{ranks}")
     else:
+        resident = world.max([resident])[0]  # the rank's own shards (equal sizes on every rank, up to rounding)
         peak, peak_source = resident + prof["step_peak_bytes"], "cpu_profiler_training_steps+resident_parameters"
         scope = (f"parameters resident before training + the peak of live allocations (torch.profiler) over "
                  f"{len(chosen)} training steps run as training runs them (the collated batch, with its "
                  f"teacher rows when cached; forward, backward, clipping, AdamW step and its state), including the "
-                 f"step with the largest micro-batch; {teacher_where}; memory-mapped cache pages not counted")
+                 f"step with the largest micro-batch; {teacher_where}; memory-mapped cache pages not counted{ranks}")
+    if world.size > 1:  # rank 0 gathers the trained weights into a plain student; the others are done
+        full = distributed.full_state_dict(student, world)
+        if not world.main:
+            return None
+        student = fresh_student(cfg, tokenizer, device)[0]
+        student.load_state_dict(full)
 
     # --- evaluate, save ----------------------------------------------------------------------
     # A hub corpus has no synthetic test split: its quality is the benchmarks' (below).
@@ -244,7 +301,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
 
     # --- record -----------------------------------------------------------------------------
     # The output heads run only where the next token is supervised, so they count per target.
-    prof_batches = [b for i in chosen for b in micro_batches(items, schedule[i], s.grad_accum, pad)]
+    prof_batches = [b for i in chosen for b in job_batches(items, schedule[i], s, pad, world)]
     prof_shapes = [tuple(b["input_ids"].shape) for b in prof_batches]
     prof_targets = sum(supervised_targets(b) for b in prof_batches)
     sc = student.config
@@ -258,7 +315,7 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
     record = {
         "run_id": rid,
         "config": asdict(cfg),
-        "env": {**records.env_info(device), "execution": exe},
+        "env": {**records.env_info(device), "execution": exe, "world_size": world.size, "launcher": world.launcher},
         "teacher": {"id": teacher_meta["id"], "weights_sha256": weights["teacher"],
                     # Pretrained: scored on no synthetic split (None), and where it came from.
                     "accuracy": teacher_meta["accuracy"],
@@ -300,8 +357,9 @@ def _distil(cfg: RunConfig, out_dir: Path, device, started: float, progress: boo
         "compute": {
             "train_seconds": stats["seconds"],
             "eval_seconds": eval_seconds,
-            # The whole run in this process: model loading (and any teacher, base or cache
-            # build it triggered), profiling, training, evaluation.
+            # The whole run in this process (rank 0's): model loading (and any teacher, base or
+            # cache build it triggered), profiling, training, evaluation. FLOPs and tokens are
+            # the whole job's (every rank's), the peak memory is per process.
             "wall_seconds": time.perf_counter() - started,
             "tokens_per_second": stats["tokens"] / stats["seconds"],
             "peak_memory_bytes": int(peak),

@@ -39,7 +39,7 @@ import torch
 from .config import RunConfig, config_hash
 from .identity import execution, resolved_threads
 from .losses import topk_logprobs
-from .models import atomic_dir
+from .models import build_once
 from .profiling import analytic_flops
 from .sections import truncate
 from .train import torch_threads
@@ -198,10 +198,9 @@ def get_or_build(cfg: RunConfig, teacher, teacher_weights: str, tokenizer, tok_k
     mode, k = cache_mode(cfg, vocab)
     threads = resolved_threads(cfg)
     path = Path(cfg.cache_dir) / f"teacher_outputs-{cache_key(cfg, teacher_weights, tok_key, mode, k, threads)}"
-    built = not path.exists()
-    if built:
-        seqs = sequences_for(cfg, encoded)
+    def make(tmp):
         with torch_threads(threads):
-            atomic_dir(path, lambda tmp: build(teacher, seqs, mode, k, tmp, tokenizer.pad_token_id, device,
-                                                   vocab))
+            build(teacher, sequences_for(cfg, encoded), mode, k, tmp, tokenizer.pad_token_id, device, vocab)
+
+    built = build_once(path, make)
     return TeacherCache.open(path), built

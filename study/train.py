@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.pipeline import TrainItem, collate
+from .distributed import SINGLE, World
 from .losses import IGNORE_INDEX, DenseTeacher, HeadTeacher, LossParts, Teacher, TopKTeacher, chunked_distillation_loss
 
 
@@ -136,18 +137,57 @@ def teacher_rows(teacher, batch, mask, vocab: int = 0) -> Teacher | None:
         return HeadTeacher(hidden_rows(teacher, batch, mask), output_head(teacher, vocab))
 
 
-def loss_step(model, teacher, batch, s: LoopSettings, num_supervised: int, device) -> LossParts:
+class Distiller(torch.nn.Module):
+    """The student and its live teacher (None: cached rows or no teacher) in one module whose
+    forward is the loss of one micro-batch. One module, so that a sharded run
+    (study/distributed.py) makes it the FSDP root: the root's parameters (embeddings, final
+    norms, output heads) are gathered around the whole loss, which reads the heads directly."""
+
+    def __init__(self, student, teacher=None):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+
+    def forward(self, batch: dict, s: LoopSettings, num_supervised: float | None, teacher_only: bool = False):
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX  # position t predicts the label at t + 1
+        if teacher_only:  # the live teacher's share of the step (its FLOPs are measured apart)
+            with torch.no_grad():
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["labels"].device.type == "cuda"):
+                    rows = teacher_rows(self.teacher, batch, mask, s.vocab)
+                return rows.hidden @ rows.weight.T
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["labels"].device.type == "cuda"):
+            target = teacher_rows(self.teacher, batch, mask, s.vocab)
+            hidden = hidden_rows(self.student, batch, mask)
+        return chunked_distillation_loss(
+            hidden, output_head(self.student, s.vocab), batch["labels"][:, 1:][mask], target, alpha=s.alpha,
+            kind=s.loss, temperature=s.temperature, beta=s.beta, num_supervised=num_supervised,
+        )
+
+    def teacher_logits(self, batch: dict, s: LoopSettings) -> torch.Tensor:
+        """The live teacher's logits on the supervised rows: its body, then its head (through
+        ``forward``, so that a sharded Distiller gathers the teacher's parameters)."""
+        from torch.distributed.fsdp import FSDPModule
+
+        logits = self(batch, s, None, teacher_only=True)
+        if isinstance(self, FSDPModule):
+            # FSDP2 keeps the root's parameters gathered after its forward until a backward
+            # reshards them; with no backward here, reshard now, or the student's parameters
+            # would be the gathered copies when the optimiser takes them.
+            self.reshard()
+        return logits
+
+
+def distiller(model, teacher=None) -> Distiller:
+    """``model`` itself if it is a Distiller (a sharded run builds and shards one once), else
+    the student ``model`` and its ``teacher`` in one."""
+    return model if isinstance(model, Distiller) else Distiller(model, teacher)
+
+
+def loss_step(model, teacher, batch, s: LoopSettings, num_supervised: float | None, device) -> LossParts:
     """Forward (teacher under no_grad, unless its rows are cached in the batch), loss,
-    backward for one micro-batch. Only supervised positions reach the output heads."""
+    backward for one micro-batch. Only supervised positions reach the output heads.
+    ``model``: the student, or a (sharded) Distiller holding student and teacher."""
     batch = {k: v.to(device) for k, v in batch.items()}
-    mask = batch["labels"][:, 1:] != IGNORE_INDEX  # position t predicts the label at t + 1
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        target = teacher_rows(teacher, batch, mask, s.vocab)
-        hidden = hidden_rows(model, batch, mask)
-    parts = chunked_distillation_loss(
-        hidden, output_head(model, s.vocab), batch["labels"][:, 1:][mask], target, alpha=s.alpha, kind=s.loss,
-        temperature=s.temperature, beta=s.beta, num_supervised=num_supervised,
-    )
+    parts = distiller(model, teacher)(batch, s, num_supervised)
     parts.total.backward()
     return parts
 
@@ -164,6 +204,7 @@ def make_optimizer(model, s: LoopSettings):
     paper's) the lr rises from lr / 25 to lr over the warm-up and falls to lr / 25e4, and
     ``cycle_momentum`` moves AdamW's beta1 between 0.95 and 0.85 against the lr."""
     check_schedule(s)
+    model = distiller(model).student
     if s.decay_norms_and_embeddings:
         groups = [{"params": list(model.parameters())}]
     else:  # decay the 2-D projection weights only (the common practice the paper does not follow)
@@ -180,13 +221,18 @@ def make_optimizer(model, s: LoopSettings):
 
 
 def train_step(model, teacher, items: list[TrainItem], indices: list[int], pad_id: int, s: LoopSettings,
-               opt, sched, device) -> dict:
+               opt, sched, device, world: World = SINGLE) -> dict:
     """One optimiser step over the examples ``indices``, exactly as training runs it: collate
     the micro-batches, forward and backward each (the loss of every micro-batch is normalised
     by the supervised targets of the whole step), clip, step, clear the gradients. Returns
-    the step's losses and the tokens it forwarded (padding excluded) and computed."""
-    batches = micro_batches(items, indices, s.grad_accum, pad_id)
-    n_sup = sum(supervised_targets(b) for b in batches)  # normaliser of the whole step
+    the step's losses and the tokens it forwarded (padding excluded) and computed.
+
+    On several processes (``world``) each rank runs its share of ``indices``; the normaliser
+    is the step's supervised targets over all ranks and the gradients are summed over ranks
+    (study/distributed.py), so the step is the single-process one; losses and token counts
+    are the whole step's, on every rank."""
+    batches = micro_batches(items, world.share(indices), s.grad_accum, pad_id)
+    n_sup = world.sum([sum(supervised_targets(b) for b in batches)])[0]  # normaliser of the whole step
     ce = kd = total = 0.0
     tokens = padded = 0
     for b in batches:
@@ -194,27 +240,29 @@ def train_step(model, teacher, items: list[TrainItem], indices: list[int], pad_i
         ce, kd, total = ce + parts.ce.item(), kd + parts.kd.item(), total + parts.total.item()
         tokens += int(b["attention_mask"].sum())
         padded += b["input_ids"].numel()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+    torch.nn.utils.clip_grad_norm_(distiller(model).student.parameters(), s.grad_clip)
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
-    return {"loss": total, "ce": ce, "kd": kd, "tokens": tokens, "tokens_padded": padded}
+    total, ce, kd, tokens, padded = world.sum([total, ce, kd, tokens, padded])
+    return {"loss": total, "ce": ce, "kd": kd, "tokens": int(tokens), "tokens_padded": int(padded)}
 
 
 def train_loop(model, items: list[TrainItem], pad_id: int, s: LoopSettings, device, teacher=None,
-               desc: str = "train", progress: bool = True) -> dict:
+               desc: str = "train", progress: bool = True, world: World = SINGLE) -> dict:
     """Train ``model`` for ``s.steps`` optimiser steps. Returns the loss curve, the wall time of
-    the loop and the tokens it forwarded (padding excluded) and computed (padding included)."""
+    the loop and the tokens it forwarded (padding excluded) and computed (padding included).
+    ``model``: the student, or a sharded Distiller (``world``: its processes)."""
     torch.manual_seed(s.seed)
     schedule = batch_schedule(len(items), s.batch_size, s.steps, s.seed)
     opt, sched = make_optimizer(model, s)
-    model.train()
+    distiller(model).student.train()
     curve, tokens, padded = [], 0, 0
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for step, indices in enumerate(tqdm(schedule, desc=desc, disable=not progress, leave=False)):
-        out = train_step(model, teacher, items, indices, pad_id, s, opt, sched, device)
+    for step, indices in enumerate(tqdm(schedule, desc=desc, disable=not progress or not world.main, leave=False)):
+        out = train_step(model, teacher, items, indices, pad_id, s, opt, sched, device, world)
         tokens, padded = tokens + out["tokens"], padded + out["tokens_padded"]
         curve.append({"step": step + 1, "loss": out["loss"], "ce": out["ce"], "kd": out["kd"]})
     if device.type == "cuda":

@@ -71,6 +71,9 @@ SEMANTIC = {
     "samples (synthetic split)": _with(samples=8, eval_temperature=0.6),
     "eval_temperature (synthetic split)": _with(eval_temperature=0.6),
     "threads": _with(threads=max(1, torch.get_num_threads()) + 1),
+    # Processes: the shares and the reduction over ranks change the summation order (one
+    # process keeps the ids it had before the field).
+    "nproc": _with(nproc=2),
 }
 NESTED_SEMANTIC = {  # one representative change per nested config, plus every corpus knob
     **{f"corpus.{k}": v for k, v in {
@@ -93,6 +96,7 @@ INERT = {
     "cache_dir": _with(cache_dir="elsewhere"),
     "save_student": _with(save_student=False),
     "profile_steps": _with(profile_steps=7),
+    "activation_checkpointing": _with(activation_checkpointing=True),  # recomputes the same activations
     "beta (forward KL)": _with(beta=0.1),
     "window (lsp 1.0)": _with(window="middle"),
     "keep_answer (lsp 1.0)": _with(keep_answer=True),
