@@ -107,7 +107,7 @@ def get_tokenizer(cfg: TokenizerConfig, cache_dir: str | Path, use_release: bool
     key = tokenizer_key(cfg)
     path = Path(cache_dir) / key
     if not path.exists() and not (use_release and release.take(path)):
-        build_once(path, lambda tmp: train_tokenizer(tokenizer_texts(cfg), cfg.vocab_size).save_pretrained(tmp))
+        atomic_dir(path, lambda tmp: train_tokenizer(tokenizer_texts(cfg), cfg.vocab_size).save_pretrained(tmp))
     return AutoTokenizer.from_pretrained(path), key
 
 

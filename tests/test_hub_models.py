@@ -60,7 +60,7 @@ def hub_run_cfg(checkpoints, cache_dir, **top):
                        "val_examples": 1},
             "teacher": {"model": {"pretrained": str(checkpoints / "teacher")}},
             "base": {"model": {"pretrained": str(checkpoints / "base")}},
-            "benchmarks": ["aime24"], "benchmark_dir": BENCH_DIR, "samples": 2, "max_gen_toks": 8,
+            "benchmarks": ["aime24"], "benchmark_dir": BENCH_DIR, "samples": 2, "eval_temperature": 0.6, "max_gen_toks": 8,
             "eval_batch_size": 4, "batch_size": 3, "epochs": 1, "profile_steps": 1, "cache_dir": str(cache_dir)}
     data.update(top)
     return config_from_dict(data)
