@@ -441,6 +441,12 @@ class RunConfig:
             raise ValueError(f"samples {self.samples} with eval_temperature 0: greedy decoding gives one "
                              "generation n times; sample (eval_temperature > 0) or set samples=1")
 
+    @property
+    def greedy(self) -> bool:
+        """One greedy generation per problem: the embedded default, and every evaluation before
+        the decoding keys applied to the synthetic split."""
+        return self.samples == 1 and self.eval_temperature == 0
+
 
 # Fields that never change a run's results (where it runs, what is stored, which steps the
 # profiler sees): left out of run ids (study/identity.py) and of the analysis' variants.

@@ -57,6 +57,12 @@ def task_manager(data_file: str) -> TaskManager:
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_files": data_file})
 
 
+def hf_lm(model, tokenizer, batch_size: int) -> HFLM:
+    """lm-eval's wrapper of the in-memory model, its context the model's own."""
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                max_length=model.config.max_position_embeddings)
+
+
 def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch_size: int,
              raw_path: Path | None = None, seed: int = 0, samples: int = 1, temperature: float = 0.0,
              top_p: float = 1.0) -> dict:
@@ -69,8 +75,7 @@ def evaluate(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch
         return _evaluate_sampled(model, tokenizer, data_file, n, max_gen_toks, batch_size, raw_path, seed,
                                  samples, temperature, top_p)
     model.eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-              max_length=model.config.max_position_embeddings)
+    lm = hf_lm(model, tokenizer, batch_size)
     out = simple_evaluate(
         model=lm,
         tasks=[TASK],
@@ -176,10 +181,19 @@ def synthetic_task(data_file: Path, samples: int, temperature: float, top_p: flo
 
     spec = load_yaml(TASKS_DIR / f"{TASK}.yaml", resolve_func=True)
     spec.pop("custom_dataset")
-    spec.update(dataset_path="json", dataset_kwargs={"data_files": {"test": str(Path(data_file).resolve())}},
-                repeats=samples, process_results=metrics_process_results,
-                filter_list=[{"name": "samples", "filter": [{"function": "take_first_k", "k": samples}]}],
+    spec.update(dataset_path="json", process_results=metrics_process_results,
                 metric_list=[{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}])
+    return _sampled(spec, data_file, samples, temperature, top_p, max_gen_toks)
+
+
+def _sampled(spec: dict, data_file: Path, samples: int, temperature: float, top_p: float, max_gen_toks: int) -> dict:
+    """``spec`` reading ``data_file``, with ``samples`` repeats of each problem decoded at
+    ``temperature`` / ``top_p`` and all of them kept for the scorer (lm-eval's default
+    take_first would keep only the first)."""
+    spec["dataset_kwargs"] = {"data_files": {"test": str(Path(data_file).resolve())}}
+    spec["repeats"] = samples
+    spec["filter_list"] = [{"name": "samples", "filter": [{"function": "take_first_k", "k": samples}]}]
+    # The whole dict: ``update`` semantics would keep a YAML key the run did not mean.
     spec["generation_kwargs"] = {"until": spec["generation_kwargs"]["until"], "do_sample": temperature > 0,
                                  "temperature": temperature, "top_p": top_p, "max_gen_toks": max_gen_toks}
     return spec
@@ -188,8 +202,7 @@ def synthetic_task(data_file: Path, samples: int, temperature: float, top_p: flo
 def _evaluate_sampled(model, tokenizer, data_file: Path, n: int, max_gen_toks: int, batch_size: int,
                       raw_path: Path | None, seed: int, samples: int, temperature: float, top_p: float) -> dict:
     model.eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-              max_length=model.config.max_position_embeddings)
+    lm = hf_lm(model, tokenizer, batch_size)
     spec = synthetic_task(data_file, samples, temperature, top_p, max_gen_toks)
     out = simple_evaluate(
         model=lm, tasks=[spec], task_manager=TaskManager(include_defaults=False), limit=n, log_samples=True,
@@ -271,19 +284,12 @@ def benchmark_task(name: str, data_file: Path, samples: int, temperature: float,
     from lm_eval.tasks._yaml_loader import load_yaml
 
     spec = load_yaml(benchmarks.BENCHMARKS[name].yaml_path, resolve_func=True)
-    spec["dataset_kwargs"] = {"data_files": {"test": str(Path(data_file).resolve())}}
-    spec["repeats"] = samples
-    spec["filter_list"] = [{"name": "samples", "filter": [{"function": "take_first_k", "k": samples}]}]
-    # The whole dict: ``update`` semantics would keep a YAML key the run did not mean.
-    spec["generation_kwargs"] = {"until": [], "do_sample": temperature > 0, "temperature": temperature,
-                                 "top_p": top_p, "max_gen_toks": max_gen_toks}
-    return spec
+    return _sampled(spec, data_file, samples, temperature, top_p, max_gen_toks)
 
 
 def _benchmark_lm(model, tokenizer, backend: str, batch_size: int, seed: int, model_path):
     if backend == "hf":
-        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                    max_length=model.config.max_position_embeddings)
+        return hf_lm(model, tokenizer, batch_size)
     benchmarks.check_backend(backend)
     from lm_eval.models.vllm_causallms import VLLM  # registers lazily; needs a saved model folder
 
@@ -341,7 +347,7 @@ def run_benchmarks(model, tokenizer, prepared: dict[str, tuple[Path, dict]], sam
             # lm-eval's own aggregate of the same scores (tasks/metrics.py): a cross-check
             "pass@1_lm_eval": res["pass@1,samples"],
             "stderr_lm_eval": res["pass@1_stderr,samples"],
-            **{k: v for k, v in ending_stats(flat, lengths, max_gen_toks).items() if k != "max_gen_toks"},
+            **ending_stats(flat, lengths, max_gen_toks),
             "fallback_share": (sum(map(scoring.scored_by_fallback, flat)) / len(flat) if b.schema == "math"
                                else None),
             # 1.0 when every problem's samples all differ; near 1/samples if sampling were off

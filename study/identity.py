@@ -128,16 +128,13 @@ def semantic_config(cfg: RunConfig) -> dict:
         if d["teacher_cache_mode"] == "exact":
             d.pop("teacher_cache_topk")
     if not cfg.benchmarks:
-        greedy = cfg.samples == 1 and cfg.eval_temperature == 0
         for key in BENCHMARK_KEYS:
-            if greedy or key not in DECODING_KEYS:
+            if cfg.greedy or key not in DECODING_KEYS:
                 d.pop(key)
-        if not greedy and cfg.eval_temperature == 0:
-            d.pop("eval_top_p")
     else:
         d["benchmark_dir"] = benchmark_data(cfg)
-        if cfg.eval_temperature == 0:
-            d.pop("eval_top_p")  # greedy decoding never reads it
+    if cfg.eval_temperature == 0:
+        d.pop("eval_top_p", None)  # greedy decoding never reads it
     d["corpus"] = cfg.corpus.identity()  # the fields of its source (a synthetic corpus hashes as before)
     d["tokenizer"] = tokenizer_fields(cfg.tokenizer)  # its first mix of texts hashes as before
     # A pretrained teacher or base is its checkpoint (its pretraining settings are inert).

@@ -27,7 +27,7 @@ from .data.pipeline import prepare
 from .data.synthetic import make_splits
 from .evaluate import TASK, ending_prior, evaluate, prepare_benchmarks, run_benchmarks
 from .distributed import SINGLE, World
-from .identity import execution, run_id, weights_sha256
+from .identity import DECODING_KEYS, execution, run_id, weights_sha256
 from .models import (atomic_dir, build_model, check_heads, check_tokenizers, load_pretrained_tokenizer,
                      run_tokenizer, tokenizer_identity)
 from .pretrain import get_base, get_teacher, test_file
@@ -487,8 +487,8 @@ def rescore(runs_dir: str | Path, rid: str, overrides: list[str] = ()) -> dict:
         raise ValueError(f"{folder}: its weights differ from those run {rid} recorded; the files were changed")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
-    if cfg.samples == 1 and cfg.eval_temperature == 0:  # greedy: keyed as before sampling was offered
-        settings = {k: v for k, v in settings.items() if k not in ("samples", "eval_temperature", "eval_top_p")}
+    if cfg.greedy:  # keyed as before sampling was offered
+        settings = {k: v for k, v in settings.items() if k not in DECODING_KEYS}
     key = {**settings, "attn_implementation": cfg.attn_implementation, "execution": execution(cfg),
            "scorer": scorer_name()}
     out = folder / "evaluations" / f"{config_hash(key)}.json"
