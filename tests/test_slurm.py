@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,32 @@ def test_cli_slurm_errors(tmp_path, tiny_cache, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc: no extra dependency)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def kill_job(job, timeout: float = 60.0) -> None:
+    """Kill a local job as Slurm kills a preempted or OOM job: its task with it. submitit's
+    job id is the pid of a controller that runs the task as a child; killing the controller
+    alone orphans the task, which then finishes the cell (a race the test must not have)."""
+    pid, deadline = int(job.job_id), time.monotonic() + timeout
+    while not (tasks := children(pid)):
+        assert time.monotonic() < deadline, "the job's task never started"
+        time.sleep(0.05)
+    for task in tasks:
+        os.kill(task, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_killed_job_is_completed_by_resubmission(tiny_cache, tmp_path, capsys):
     g = tiny_grid(tmp_path, tiny_cache, [{"set": {"lsp": 0.5}}, EMPTY], seeds=[1])
@@ -70,7 +97,7 @@ def test_killed_job_is_completed_by_resubmission(tiny_cache, tmp_path, capsys):
     prepare(grid.cells[0].config)  # the shared teacher and base, as the first job would build them
     out = tmp_path / "runs"
     (cell, job), (bad, bad_job) = submit(grid, out, "submitit-local", SlurmConfig())
-    os.kill(int(job.job_id), signal.SIGKILL)  # the job dies (preempted, OOM-killed, ...)
+    kill_job(job)  # the job dies (preempted, OOM-killed, ...) before its cell is trained
     job.wait()
     assert job.state == "INTERRUPTED"
     assert bad_job.result()["status"] == "failed"
