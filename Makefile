@@ -7,7 +7,8 @@
 #                    there are skipped.
 #   make test        run the test suite
 # Also: make quick (every notebook on the quick grid's small budget, into results/quick/),
-#       make reproduce JOBS=2 (two cells at once, one thread each; other run ids, see README),
+#       make reproduce JOBS=N (N cells at once; default 2. Every study cell runs on one thread,
+#       set in its grid file, so JOBS changes the wall time, never a run id),
 #       make reproduce OUT=DIR (another folder),
 #       make paper (redraw the tables and figures from the committed records in results/runs,
 #       in about 20 s: byte-stable, so the committed paper_tables/ and figures/ stay as they are
@@ -21,7 +22,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install reproduce paper quick release test clean
 
-JOBS  ?= 1
+JOBS  ?= 2
 OUT   ?= results/reproduced
 GRID_NOTEBOOKS := supervision truncation halves_controls
 PAPERMILL = $(BIN)/papermill --cwd . -k python3
