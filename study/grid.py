@@ -88,8 +88,8 @@ class Grid:
     path: Path
     cells: list[Cell]
     # The study's reference run: base config + quick ``set`` + ``--set``, first seed (the
-    # grid's own ``set`` is part of what its cells vary). Tables and figures label each
-    # record by how its config differs from this.
+    # grid's own ``set`` is part of what its cells vary, except its ``threads``). Tables and
+    # figures label each record by how its config differs from this.
     reference: RunConfig
     duplicates: list[str] = field(default_factory=list)  # cells that collapsed onto another
     # Resources of its Slurm jobs (study/slurm.py): a mapping, or a file relative to the grid.
@@ -218,8 +218,11 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         config_from_dict(_apply(base_data, {"seed": seeds[0]}))
     except ValueError as e:
         raise ValueError(f"{base_path} (the base config of grid {path}{' with --quick' if quick else ''}): {e}") from None
+    # How a grid executes is not what it varies: its reference runs on the thread count of its
+    # cells (a grid's ``set: {threads: 1}``), so it is the run the cells' reference records are.
+    run_as = {k: v for k, v in _check_mapping(spec.get("set"), f"{path}: set").items() if k == "threads"}
     try:
-        reference = config_from_dict(_apply(base_data, {"seed": seeds[0]}), list(overrides))
+        reference = config_from_dict(_apply(base_data, {"seed": seeds[0], **run_as}), list(overrides))
     except ValueError as e:
         raise ValueError(f"--set {' '.join(overrides)}: {e}") from None
 
