@@ -71,6 +71,12 @@ class Report:
     committed: str
     reproduced: str
     left_out: list[str] = field(default_factory=list)
+    # Pairs that share a run id but whose records differ: (run id, first differing field,
+    # committed git commit, reproduced git commit). A run id names the config, the execution
+    # and the artefacts' weights, not the code, so a change to the training arithmetic shows
+    # here first.
+    same_id_differ: list[tuple[str, str, str, str]] = field(default_factory=list)
+    same_id_pairs: int = 0
 
     @property
     def failures(self) -> pd.DataFrame:
@@ -119,6 +125,13 @@ class Report:
                 lines.append(f"disagrees beyond the CI: {row['variant']} (reproduced - committed "
                              f"{row['difference']:+.3f}, 95% CI [{row['difference' + LOW]:.3f}, "
                              f"{row['difference' + HIGH]:.3f}])")
+        if self.same_id_differ:
+            rid, first, c_git, r_git = self.same_id_differ[0]
+            lines.append(
+                f"{len(self.same_id_differ)} of {self.same_id_pairs} runs with a committed run id differ from it "
+                f"(e.g. {rid}: {first}; committed at git {c_git[:7]}, reproduced at {r_git[:7]}). A run id names the "
+                "config, the execution and the artefacts' weights, not the code: the training arithmetic changed "
+                "between those commits, or the machine computes differently (env.torch, env.execution)")
         counts = self.table["verdict"].value_counts()
         summary = ", ".join(f"{int(counts[v])} {v}" for v in (IDENTICAL, WITHIN, NO_CI, DISAGREES, MISSING, NEW)
                             if v in counts)
@@ -292,6 +305,11 @@ def compare_folders(committed: str | Path, reproduced: str | Path, reference: Ru
     r = label_variants(r_all.reset_index(drop=True), ref)
     pairs = _pair(c, r)
     ref_c, ref_r = select(c, {}), select(r, {})
+    same_id = [(i, j) for i, j in pairs.items() if c.at[i, "run_id"] == r.at[j, "run_id"]]
+    differences = {i: records._differences(_comparable(c.at[i, "path"]), _comparable(r.at[j, "path"]))
+                   for i, j in pairs.items()}
+    same_id_differ = [(c.at[i, "run_id"], _first_difference(differences[i]), str(c.at[i, "env.git_commit"]),
+                       str(r.at[j, "env.git_commit"])) for i, j in same_id if differences[i]]
 
     rows = []
     labels = list(dict.fromkeys(c.sort_values("variant_label")["variant_label"]))
@@ -311,8 +329,7 @@ def compare_folders(committed: str | Path, reproduced: str | Path, reference: Ru
             verdict = NEW
         elif missing:
             verdict = MISSING
-        elif all(not records._differences(_comparable(c.at[i, "path"]), _comparable(r.at[pairs[i], "path"]))
-                 for i in cv.index):
+        elif all(not differences[i] for i in cv.index):
             verdict = IDENTICAL
             diff = (0.0, 0.0, 0.0)
         else:
@@ -348,7 +365,16 @@ def compare_folders(committed: str | Path, reproduced: str | Path, reference: Ru
         "and seed), paired by seed; identical = records equal apart from env, timings, costs and paths. Cost "
         "ratios: the variant's mean over the reference variant's (P+CoT+A, lsp 1.0 in the default study) in the "
         "same folder: tokens forwarded, training FLOPs (compute.flops_profiler), training time.")
-    return Report(table, ref, str(committed), str(reproduced), left_out)
+    return Report(table, ref, str(committed), str(reproduced), left_out, same_id_differ, len(same_id))
+
+
+def _first_difference(fields: list[str]) -> str:
+    """What a reader should look at first among a pair's differing fields: the loss curve (the
+    training itself), else the accuracy, else the first field."""
+    for name in ("curve", "quality.study_synthetic.accuracy"):
+        if name in fields:
+            return f"{name} differs"
+    return f"{fields[0]} differs" + (f" (and {len(fields) - 1} more fields)" if len(fields) > 1 else "")
 
 
 def column(report_table: pd.DataFrame, name: str) -> pd.Series:

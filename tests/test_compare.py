@@ -157,3 +157,26 @@ def test_keys_the_committed_records_lack_count_as_their_defaults(tmp_path):
     report = compare_folders(old, reproduced)
     assert _verdicts(report) == {"reference": IDENTICAL, "lsp=0.5": IDENTICAL, "keep_answer=True, lsp=0.5": NEW}
     assert report.ok
+
+
+def test_runs_that_keep_their_id_but_not_their_numbers_are_reported(committed, tmp_path, capsys):
+    """The regeneration of 2026-12-02: every reproduced run had its committed run id and another
+    loss curve from step 2 on (the training code's arithmetic had changed). The report says so,
+    with the commits of both sides, even where the accuracies agree."""
+    reproduced = _write(tmp_path / "reproduced")
+    changed = 0
+    for path in sorted(reproduced.glob("*.json")):
+        if records.is_record_name(path.name) and changed < 2:
+            rec = json.loads(path.read_text())
+            rec["curve"][-1]["loss"] = rec["curve"][-1]["loss"] + 1e-7  # the last bits, as seen
+            rec["env"]["git_commit"] = "0aa825851ffe5becfb3c7fc4da8b8be00e1f433f"
+            path.write_text(json.dumps(rec))
+            changed += 1
+    report = compare_folders(committed, reproduced)
+    assert report.same_id_pairs == 6 and len(report.same_id_differ) == 2
+    rid, first, _, r_git = report.same_id_differ[0]
+    assert first == "curve differs" and r_git.startswith("0aa8258")
+    assert sum(v == IDENTICAL for v in _verdicts(report).values()) < 2  # a changed run is never identical
+    assert "2 of 6 runs with a committed run id differ" in report.text()
+    # identical copies say nothing of the kind
+    assert not compare_folders(committed, _write(tmp_path / "again")).same_id_differ
