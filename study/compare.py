@@ -308,8 +308,12 @@ def compare_folders(committed: str | Path, reproduced: str | Path, reference: Ru
     same_id = [(i, j) for i, j in pairs.items() if c.at[i, "run_id"] == r.at[j, "run_id"]]
     differences = {i: records._differences(_comparable(c.at[i, "path"]), _comparable(r.at[j, "path"]))
                    for i, j in pairs.items()}
-    same_id_differ = [(c.at[i, "run_id"], _first_difference(differences[i]), str(c.at[i, "env.git_commit"]),
-                       str(r.at[j, "env.git_commit"])) for i, j in same_id if differences[i]]
+
+    def commit(df: pd.DataFrame, i) -> str:
+        return str(df.at[i, "env.git_commit"]) if "env.git_commit" in df else "unknown"
+
+    same_id_differ = [(c.at[i, "run_id"], _first_difference(differences[i]), commit(c, i), commit(r, j))
+                      for i, j in same_id if differences[i]]
 
     rows = []
     labels = list(dict.fromkeys(c.sort_values("variant_label")["variant_label"]))

@@ -159,7 +159,7 @@ def test_keys_the_committed_records_lack_count_as_their_defaults(tmp_path):
     assert report.ok
 
 
-def test_runs_that_keep_their_id_but_not_their_numbers_are_reported(committed, tmp_path, capsys):
+def test_runs_that_keep_their_id_but_not_their_numbers_are_reported(committed, tmp_path):
     """The regeneration of 2026-12-02: every reproduced run had its committed run id and another
     loss curve from step 2 on (the training code's arithmetic had changed). The report says so,
     with the commits of both sides, even where the accuracies agree."""
