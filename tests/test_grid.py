@@ -39,7 +39,9 @@ def test_shipped_grids_expand(name, variants, runs):
     assert len(seeds_of) == variants
     if name != "quick":
         assert all(len(s) >= 3 for s in seeds_of.values())  # every study cell has at least three seeds
-        assert grid.reference == RunConfig()  # the study's cells vary from the default run
+        # the study's cells vary from the default run, on the grid's one thread per cell
+        assert grid.reference == RunConfig(threads=1)
+        assert all(c.config.threads == 1 for c in grid.cells)  # run ids independent of --jobs
 
 
 def test_headline_cells_have_five_seeds():
