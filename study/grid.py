@@ -184,7 +184,8 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
                              f"got a {type(qspec).__name__}")
         base_data = _apply(base_data, _check_mapping(qspec.get("set"), f"{quick_path}: set"))
         seeds = _check_seeds(qspec.get("seeds", seeds[:1]), quick_path)
-    data = _apply(base_data, _check_mapping(spec.get("set"), f"{path}: set"))
+    grid_set = _check_mapping(spec.get("set"), f"{path}: set")
+    data = _apply(base_data, grid_set)
 
     variations = []  # (label, overrides, seeds) per cell
     axes = _check_mapping(spec.get("axes"), f"{path}: axes")
@@ -220,7 +221,7 @@ def load_grid(path: str | Path, overrides: list[str] = (), quick: bool | str | P
         raise ValueError(f"{base_path} (the base config of grid {path}{' with --quick' if quick else ''}): {e}") from None
     # How a grid executes is not what it varies: its reference runs on the thread count of its
     # cells (a grid's ``set: {threads: 1}``), so it is the run the cells' reference records are.
-    run_as = {k: v for k, v in _check_mapping(spec.get("set"), f"{path}: set").items() if k == "threads"}
+    run_as = {k: v for k, v in grid_set.items() if k == "threads"}
     try:
         reference = config_from_dict(_apply(base_data, {"seed": seeds[0], **run_as}), list(overrides))
     except ValueError as e:

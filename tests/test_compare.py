@@ -164,19 +164,20 @@ def test_runs_that_keep_their_id_but_not_their_numbers_are_reported(committed, t
     loss curve from step 2 on (the training code's arithmetic had changed). The report says so,
     with the commits of both sides, even where the accuracies agree."""
     reproduced = _write(tmp_path / "reproduced")
-    changed = 0
+    changed = []  # the lsp of each changed run
     for path in sorted(reproduced.glob("*.json")):
-        if records.is_record_name(path.name) and changed < 2:
+        if records.is_record_name(path.name) and len(changed) < 2:
             rec = json.loads(path.read_text())
             rec["curve"][-1]["loss"] = rec["curve"][-1]["loss"] + 1e-7  # the last bits, as seen
             rec["env"]["git_commit"] = "0aa825851ffe5becfb3c7fc4da8b8be00e1f433f"
             path.write_text(json.dumps(rec))
-            changed += 1
+            changed.append(rec["config"]["lsp"])
     report = compare_folders(committed, reproduced)
     assert report.same_id_pairs == 6 and len(report.same_id_differ) == 2
     rid, first, _, r_git = report.same_id_differ[0]
     assert first == "curve differs" and r_git.startswith("0aa8258")
-    assert sum(v == IDENTICAL for v in _verdicts(report).values()) < 2  # a changed run is never identical
+    verdicts = _verdicts(report)  # a variant holding a changed run is never identical
+    assert all(verdicts["reference" if lsp == 1.0 else "lsp=0.5"] != IDENTICAL for lsp in changed)
     assert "2 of 6 runs with a committed run id differ" in report.text()
     # identical copies say nothing of the kind
     assert not compare_folders(committed, _write(tmp_path / "again")).same_id_differ
