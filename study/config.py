@@ -116,10 +116,13 @@ def _context_fits(obj, name: str, model, where: str) -> None:
 def pretrain_corpus(run_corpus: CorpusConfig, p: PretrainConfig) -> CorpusConfig:
     """The corpus a teacher or base student (``p``) is pretrained on, given the run's: its
     ``train_examples`` problems and, for the base student, one operation per problem. Only the
-    synthetic corpus has one: a hub corpus needs pretrained models."""
+    synthetic corpus has one: a hub corpus needs pretrained models. ``p.passes`` (> 0) fixes
+    the verification passes of its traces (the other task's too: they take this corpus's)."""
     if run_corpus.source != "synthetic":
         raise ValueError(f"corpus.source {run_corpus.source!r}: teacher and base student are not pretrained on a "
                          "hub corpus; they come from teacher.model.pretrained and base.model.pretrained")
+    if p.passes:
+        run_corpus = dataclasses.replace(run_corpus, min_verify=p.passes, max_verify=p.passes)
     if p.one_op:
         return dataclasses.replace(run_corpus, min_ops=1, max_ops=1, train_examples=p.train_examples,
                                    val_examples=0, test_examples=0)
@@ -206,6 +209,11 @@ class PretrainConfig:
     # Complete traces of another task mixed in (synthetic.other_task_examples): a general prior
     # for how a trace ends, as a Qwen3-*-Base model has, that does not teach the target skill.
     other_task_traces: int = 0
+    # Verification passes of every trace it is pretrained on (its problems and the other task's);
+    # 0: the run corpus's counts (min_verify to max_verify). A base model's own traces verify
+    # less than an LRM teacher's: 1 gives it the prior "a trace ends once a check confirms the
+    # answer" (results/LOG.md, 2026-12-03).
+    passes: int = 0
     steps: int = 3000
     batch_size: int = 32
     lr: float = 2e-3
@@ -229,6 +237,7 @@ class PretrainConfig:
                      "eval_batch_size"):
             _at_least(self, name, 1)
         _at_least(self, "other_task_traces", 0)
+        _at_least(self, "passes", 0)
         _at_least(self, "threads", 1)
         if self.batch_size > self.train_examples:
             raise ValueError(f"batch_size {self.batch_size} exceeds train_examples {self.train_examples}: "

@@ -66,8 +66,9 @@ def artefact_config(p) -> dict:
     d = {k: v for k, v in asdict(p).items() if k not in ARTEFACT_EVAL}
     # Material added after the artefact format was fixed: absent at its neutral value, so the
     # artefacts built without it keep their keys (and released hashes their meaning).
-    if not d.get("other_task_traces"):
-        d.pop("other_task_traces", None)
+    for key in ("other_task_traces", "passes"):
+        if not d.get(key):
+            d.pop(key, None)
     # The pinned thread count came later too; every earlier artefact was built with 2 threads
     # (its meta's ``built.threads``), so 2 is the neutral value and keeps their keys and ids.
     if d.get("threads") == DEFAULT_ARTEFACT_THREADS:

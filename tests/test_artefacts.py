@@ -43,6 +43,32 @@ def test_the_thread_count_is_pinned_and_left_out_of_the_key_at_its_default():
         PretrainConfig(threads=0)
 
 
+def test_later_material_fields_are_left_out_of_the_key_at_0():
+    """other_task_traces and passes came after the artefact format: absent at 0, so earlier
+    keys hold; set, they name the artefact."""
+    assert not {"other_task_traces", "passes"} & set(artefact_config(PretrainConfig()))
+    key = artefact_config(PretrainConfig(other_task_traces=10, passes=1))
+    assert (key["other_task_traces"], key["passes"]) == (10, 1)
+    assert "passes" not in artefact_config(PretrainConfig(other_task_traces=10))
+    with pytest.raises(ValueError, match="passes must be an integer >= 0"):
+        PretrainConfig(passes=-1)
+
+
+def test_passes_fix_the_verification_of_every_pretraining_trace():
+    """A base with ``passes`` 1 is pretrained on one-check traces, its own problems and the other
+    task's alike, whatever the run corpus's counts; 0 keeps the corpus's."""
+    from study.config import pretrain_corpus
+    from study.data.synthetic import CorpusConfig, make_splits, other_task_examples
+
+    run_corpus = CorpusConfig(min_verify=1, max_verify=3)
+    base = PretrainConfig(train_examples=40, one_op=True, other_task_traces=40, passes=1)
+    corpus = pretrain_corpus(run_corpus, base)
+    traces = make_splits(corpus)["train"] + other_task_examples(corpus, 40, seed=0)
+    assert {t.cot.count("\\boxed{") for t in traces} == {2}  # the derivation's and one check's
+    kept = pretrain_corpus(run_corpus, PretrainConfig(train_examples=40, one_op=True))
+    assert (kept.min_verify, kept.max_verify) == (1, 3)
+
+
 # One process: the tokenizer and both artefacts of a tiny config, trained from scratch
 # (the release not read), without scoring them; pinned to one thread (the default, 2, is
 # tested in process by test_pretrain_force_rebuilds_the_same_weights; one is quicker on a

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from study.data.pipeline import corpus_stats
-from study.data.synthetic import PLAN_CUES, CorpusConfig, Problem, first_boxed, last_boxed, make_splits
+from study.data.synthetic import (PLAN_CUES, CorpusConfig, Problem, first_boxed, last_boxed, make_splits,
+                                  other_task_examples)
 
 SMALL = dict(train_examples=60, val_examples=20, test_examples=30)
 QUESTION = re.compile(r"^Compute (?P<expr>[0-9()+\-*]+) mod (?P<mod>\d+)\.$")
 STEP = re.compile(r"\d[+\-*]\d=\d\.")  # one derivation step, e.g. "7*5=5."
 BOXED_LIT = "\\boxed{"
+BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def true_value(question: str) -> int:
@@ -147,6 +149,18 @@ def test_verify_range_gives_mixed_boxed_counts():
                        test_examples=0)
     counts = {cot_of(ex.completion).count(BOXED_LIT) for ex in make_splits(cfg)["train"]}
     assert counts == {1, 2, 3, 4}
+
+
+def test_other_task_traces_take_the_corpus_counts():
+    """The base's traces of another task: the corpus's verification counts; each a complete
+    trace whose boxes all hold the largest digit."""
+    cfg = CorpusConfig(min_verify=1, max_verify=3)
+    own = other_task_examples(cfg, 60, seed=0)
+    assert {cot_of(ex.completion).count(BOXED_LIT) for ex in own} == {2, 3, 4}
+    for ex in own:
+        digits = [int(d) for d in ex.question.removeprefix("Find the largest of ").rstrip(".").split()]
+        assert ex.answer == str(max(digits)) and ex.completion.endswith(f"</think>The answer is \\boxed{{{ex.answer}}}.")
+        assert set(BOXED.findall(ex.completion)) == {ex.answer}
 
 
 @pytest.mark.parametrize("passes", [0, 2, 3])
