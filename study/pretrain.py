@@ -67,6 +67,13 @@ def pinned(threads: int, device):
             torch.use_deterministic_algorithms(before)
 
 
+def pretraining_examples(corpus: CorpusConfig, p: PretrainConfig) -> list:
+    """What an artefact is trained on: the training split of its pretraining corpus
+    (``config.pretrain_corpus``) and ``p.other_task_traces`` traces of another task, both with
+    that corpus's verification counts (``p.passes``, when set)."""
+    return make_splits(corpus)["train"] + other_task_examples(corpus, p.other_task_traces, p.seed)
+
+
 def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: str, out: Path) -> None:
     device = pick_device(cfg.device)
     with pinned(p.threads, device):
@@ -75,7 +82,7 @@ def _pretrain(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: 
 
 def _train_artefact(role: str, cfg: RunConfig, p: PretrainConfig, tokenizer, tok_key: str, out: Path, device) -> None:
     corpus = pretrain_corpus(cfg.corpus, p)
-    examples = make_splits(corpus)["train"] + other_task_examples(corpus, p.other_task_traces, p.seed)
+    examples = pretraining_examples(corpus, p)
     items = full_sequence_items(encode(examples, tokenizer), "CoT+A")
     torch.manual_seed(p.seed)  # the initial weights come from the config's seed, not from
     model = build_model(p.model, tokenizer, cfg.attn_implementation).to(device)  # what ran before

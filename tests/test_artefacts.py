@@ -58,12 +58,13 @@ def test_passes_fix_the_verification_of_every_pretraining_trace():
     """A base with ``passes`` 1 is pretrained on one-check traces, its own problems and the other
     task's alike, whatever the run corpus's counts; 0 keeps the corpus's."""
     from study.config import pretrain_corpus
-    from study.data.synthetic import CorpusConfig, make_splits, other_task_examples
+    from study.data.synthetic import CorpusConfig
+    from study.pretrain import pretraining_examples
 
     run_corpus = CorpusConfig(min_verify=1, max_verify=3)
     base = PretrainConfig(train_examples=40, one_op=True, other_task_traces=40, passes=1)
-    corpus = pretrain_corpus(run_corpus, base)
-    traces = make_splits(corpus)["train"] + other_task_examples(corpus, 40, seed=0)
+    traces = pretraining_examples(pretrain_corpus(run_corpus, base), base)
+    assert len(traces) == 80 and sum(t.id.startswith("largest|") for t in traces) == 40
     assert {t.cot.count("\\boxed{") for t in traces} == {2}  # the derivation's and one check's
     kept = pretrain_corpus(run_corpus, PretrainConfig(train_examples=40, one_op=True))
     assert (kept.min_verify, kept.max_verify) == (1, 3)

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 
 from study.data.pipeline import corpus_stats
-from study.data.synthetic import (PLAN_CUES, CorpusConfig, Problem, first_boxed, last_boxed, make_splits,
+from study.data.synthetic import (BOXED, PLAN_CUES, CorpusConfig, Problem, first_boxed, last_boxed, make_splits,
                                   other_task_examples)
 
 SMALL = dict(train_examples=60, val_examples=20, test_examples=30)
 QUESTION = re.compile(r"^Compute (?P<expr>[0-9()+\-*]+) mod (?P<mod>\d+)\.$")
 STEP = re.compile(r"\d[+\-*]\d=\d\.")  # one derivation step, e.g. "7*5=5."
 BOXED_LIT = "\\boxed{"
-BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def true_value(question: str) -> int:
