@@ -196,7 +196,8 @@ def test_pretrain_force_rebuilds_the_same_weights(tiny_cache, tmp_path, monkeypa
 
 def test_the_repository_release_holds_the_study_artefacts():
     """artefacts/ has the tokenizer, teachers and base students of every grid of the default
-    study (the default and the late-answer corpus), intact and named by the current keys."""
+    study (the default and the late-answer corpus, and the light-touch contrast's base student),
+    intact and named by the current keys."""
     configs = study_configs(ROOT / "configs" / "grids")
     layouts = sorted({c.corpus.layout for c in configs})
     assert layouts == ["early", "late"]
@@ -209,6 +210,6 @@ def test_the_repository_release_holds_the_study_artefacts():
                 _check_meta(folder, cfg, p, artefacts_of(cfg)[0][2].name)
                 assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
             names.add(path.name)
-    assert len(names) == 5  # one tokenizer, two teachers, two base students
+    assert len(names) == 6  # one tokenizer, two teachers, three base students
     default = load_config(ROOT / "configs" / "default.yaml")
     assert {p.name for _, _, p in artefacts_of(default)} <= names

@@ -14,21 +14,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study import records
+from study import records, tables
 from study.cli import main
 from study.config import RunConfig
 from study.grid import load_grid, prepare, run_grid, status
 from tiny import tiny_config
 
 GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids"
-STUDY = ("supervision", "truncation", "halves", "controls")
+STUDY = ("supervision", "truncation", "halves", "controls", "light_touch")
 HEADLINE_SEEDS = {42, 43, 44, 45, 46}
 
 
 @pytest.mark.parametrize("name, variants, runs", [
     ("supervision", 6, 6 * 3 + 2 * 2),  # CoT and P+CoT+A: five seeds
     ("truncation", 13, 10 * 3 + 2 * 2 + 3 + 5 + 3),  # lsp 0.5 and 1.0: five; lead span + ending at 0.5: five
-    ("halves", 3, 3 * 5), ("controls", 5, 5 * 3), ("quick", 4, 4)])
+    ("halves", 3, 3 * 5), ("controls", 5, 5 * 3), ("light_touch", 3, 3 * 5), ("quick", 4, 4)])
 def test_shipped_grids_expand(name, variants, runs):
     grid = load_grid(GRIDS / f"{name}.yaml")
     assert len(grid.cells) == runs and not grid.duplicates
@@ -83,7 +83,28 @@ def test_study_grids_cover_the_paper_variables():
     assert budget and all(c.lsp == 0.5 and c.corpus.train_examples == 2 * RunConfig().corpus.train_examples
                           for c in budget)
     # Shared cells are one run: P+CoT+A at lsp 1.0 is in both the supervision and truncation grids.
-    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 22 + 45 - 5 + 15 - 5 + 15
+    # The light-touch contrast shares no run (another base student and learning rate).
+    assert len({c.key for n in STUDY for c in load_grid(GRIDS / f"{n}.yaml").cells}) == 22 + 45 - 5 + 15 - 5 + 15 + 15
+
+
+def test_the_light_touch_contrast_is_one_regime_on_the_headline_seeds():
+    """Every cell of the contrast differs from the reference regime in the same regime keys only
+    (its base student and learning rate: what tables.ending_table groups a regime by), and it has
+    lsp 1.0 and 0.5, with and without the ending, on seeds 42-46, so its retention pairs by seed."""
+    from study.analysis import flat_config, variant_of
+
+    grid = load_grid(GRIDS / "light_touch.yaml")
+    ref = flat_config(grid.reference)
+    variants = [variant_of({f"config.{k}": v for k, v in flat_config(c.config).items()}, ref) for c in grid.cells]
+    regimes = [{k: v for k, v in var.items() if k not in tables.TRUNCATION_KEYS} for var in variants]
+    assert all(r == regimes[0] for r in regimes)
+    assert set(regimes[0]) == {"lr", "base.steps", "base.other_task_traces"}
+    assert all(k.startswith(tables.REGIME_KEYS[0]) or k in tables.REGIME_KEYS[1:] for k in regimes[0])
+    assert regimes[0]["lr"] < RunConfig().lr  # a lighter touch than the reference
+    settings = {(c.config.lsp, c.config.keep_answer): set() for c in grid.cells}
+    for c in grid.cells:
+        settings[(c.config.lsp, c.config.keep_answer)].add(c.seed)
+    assert settings == {(1.0, False): HEADLINE_SEEDS, (0.5, False): HEADLINE_SEEDS, (0.5, True): HEADLINE_SEEDS}
 
 
 def test_random_mask_control_matches_lsp_half(tokenizer):
