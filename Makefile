@@ -14,7 +14,8 @@
 #       in about 20 s: byte-stable, so the committed paper_tables/ and figures/ stay as they are
 #       unless the records or the code changed; the executed notebook goes to results/paper/).
 #       make release (retrain the released tokenizer, teachers and base students and write them
-#       into artefacts/: `study pretrain --force --release`, about 22 min on 2 cores).
+#       into artefacts/: `study pretrain --force --release`, about 22 min on 2 cores, plus about
+#       50 min for the light-touch contrast's base student).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -62,8 +63,9 @@ quick: $(STAMP)
 	$(PAPERMILL) notebooks/paper.ipynb results/quick/notebooks/paper.ipynb -p quick True \
 	  -p out results/quick/runs -p tables_dir results/quick/paper_tables -p figures_dir results/quick/figures
 
-# The study's artefacts (every config of configs/grids: default and late-answer corpus), retrained
-# with their pinned thread count and released with their SHA256SUMS; commit artefacts/ after.
+# The study's artefacts (every config of configs/grids: default and late-answer corpus, the
+# light-touch base), retrained with their pinned thread count and released with their
+# SHA256SUMS; commit artefacts/ after.
 release: $(STAMP)
 	$(BIN)/study pretrain --force --release
 

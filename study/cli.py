@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "of a config; --release writes them into artefacts/")
     p_pre.add_argument("--config", action="append", default=[],
                        help="run config YAML (repeatable); default: every config of the study's grids "
-                            "(configs/grids/*.yaml), i.e. the default and the late-answer corpus")
+                            "(configs/grids/*.yaml): the default and the late-answer corpus, the light-touch base")
     p_pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (teacher.steps=100); repeatable")
     p_pre.add_argument("--force", action="store_true",

@@ -251,7 +251,8 @@ def artefacts_of(cfg: RunConfig) -> list[tuple[str, PretrainConfig | None, Path]
 
 def study_configs(grids_dir: str | Path = "configs/grids") -> list[RunConfig]:
     """One config per distinct set of artefacts among the cells of every grid in ``grids_dir``
-    (the default study: the default corpus and the controls grid's late-answer one)."""
+    (the default study: the default corpus, the controls grid's late-answer one and the
+    light-touch contrast's base student)."""
     from .grid import load_grid
 
     seen: dict[tuple, RunConfig] = {}
