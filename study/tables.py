@@ -375,15 +375,24 @@ TRUNCATION_KEYS = ("lsp", "keep_answer")
 REGIME_KEYS = ("base.", "lr", "epochs", "batch_size", "weight_decay", "warmup")
 
 
+def regime_of(variant: dict[str, Any]) -> dict[str, Any]:
+    """A variant without its truncation keys: the regime it runs under ({} for the reference)."""
+    return {k: x for k, x in variant.items() if k not in TRUNCATION_KEYS}
+
+
+def is_regime(regime: dict[str, Any]) -> bool:
+    """Whether every key of ``regime`` is one a regime may change (``REGIME_KEYS``)."""
+    return all(k.startswith(REGIME_KEYS[0]) or k in REGIME_KEYS[1:] for k in regime)
+
+
 def _regimes(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The regimes in the records: the reference ({}) and every set of other overrides (a
     contrast, e.g. another base student and learning rate) under which some run keeps its
     ending, in order of appearance."""
     out: list[dict[str, Any]] = []
     for v in df["variant"]:
-        regime = {k: x for k, x in v.items() if k not in TRUNCATION_KEYS}
-        if (v.get("keep_answer") and regime not in out
-                and all(k.startswith(REGIME_KEYS[0]) or k in REGIME_KEYS[1:] for k in regime)):
+        regime = regime_of(v)
+        if v.get("keep_answer") and regime not in out and is_regime(regime):
             out.append(regime)
     return sorted(out, key=len)  # the reference first
 
@@ -406,7 +415,7 @@ def ending_table(df: pd.DataFrame, reference: RunConfig | None = None) -> pd.Dat
         name = variant_label(regime) if regime else "reference"
         full = select(df, regime)
         lsps = sorted({v["lsp"] for v in df["variant"]  # where the regime has a lead span + ending
-                       if v.get("keep_answer") and {k: x for k, x in v.items() if k not in TRUNCATION_KEYS} == regime})
+                       if v.get("keep_answer") and regime_of(v) == regime})
         settings = [("full sequence (lsp 1.0)", regime)]
         for lsp in lsps:
             settings += [(f"lead span, lsp {_proportion(lsp)}", {**regime, "lsp": lsp}),

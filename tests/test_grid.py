@@ -96,10 +96,9 @@ def test_the_light_touch_contrast_is_one_regime_on_the_headline_seeds():
     grid = load_grid(GRIDS / "light_touch.yaml")
     ref = flat_config(grid.reference)
     variants = [variant_of({f"config.{k}": v for k, v in flat_config(c.config).items()}, ref) for c in grid.cells]
-    regimes = [{k: v for k, v in var.items() if k not in tables.TRUNCATION_KEYS} for var in variants]
+    regimes = [tables.regime_of(var) for var in variants]
     assert all(r == regimes[0] for r in regimes)
-    assert set(regimes[0]) == {"lr", "base.steps", "base.other_task_traces"}
-    assert all(k.startswith(tables.REGIME_KEYS[0]) or k in tables.REGIME_KEYS[1:] for k in regimes[0])
+    assert set(regimes[0]) == {"lr", "base.steps", "base.other_task_traces"} and tables.is_regime(regimes[0])
     assert regimes[0]["lr"] < RunConfig().lr  # a lighter touch than the reference
     settings = {(c.config.lsp, c.config.keep_answer): set() for c in grid.cells}
     for c in grid.cells:
